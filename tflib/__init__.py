@@ -1,0 +1,29 @@
+"""tflib: the small PyTorch library behind the course *Implicit Regularization in Tensor Factorization*.
+
+Each module holds one concept of the book: :mod:`tflib.cp` (CP tensors), :mod:`tflib.matrix`
+(deep matrix factorization), :mod:`tflib.data` (targets and observations), :mod:`tflib.train`
+(gradient descent with a history), :mod:`tflib.metrics`, :mod:`tflib.theory` (what the theorems
+predict), :mod:`tflib.plots` (the figures) and :mod:`tflib.experiments` (the paper's experiments).
+"""
+
+from tflib import data, metrics, theory
+from tflib.cp import CPFactorization, component_norms, cp_entries, cp_to_tensor, khatri_rao
+from tflib.devices import default_device
+from tflib.matrix import DeepMatrixFactorization
+from tflib.train import DivergenceError, History, fit
+
+__all__ = [
+    "CPFactorization",
+    "DeepMatrixFactorization",
+    "DivergenceError",
+    "History",
+    "component_norms",
+    "cp_entries",
+    "cp_to_tensor",
+    "data",
+    "default_device",
+    "fit",
+    "khatri_rao",
+    "metrics",
+    "theory",
+]

@@ -1,0 +1,381 @@
+r"""CP (CANDECOMP/PARAFAC) tensors.
+
+A CP factorization with :math:`R` components writes an order-:math:`N` tensor
+:math:`\mathcal{W} \in \mathbb{R}^{d_1 \times \cdots \times d_N}` as a sum of outer products,
+
+.. math:: \mathcal{W} = \sum_{r=1}^{R} \mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N ,
+
+stored, as in TensorLy, as ``factors``: N matrices :math:`W^n \in \mathbb{R}^{d_n \times R}` whose
+r-th columns are the vectors :math:`\mathbf{w}_r^n`.
+
+Entries can be computed two ways that give the same numbers:
+
+* **dense**: build the whole tensor as one matrix product of two Khatri–Rao products (the first
+  modes against the last ones) and read the requested entries. Matrix products run near the
+  machine's peak, so this wins whenever the tensor is small, as in the dynamics chapter;
+* **gather**: for each requested index, multiply the N factor rows it selects. Memory grows with
+  the number of requested entries, not with the tensor, so this is the only way for large tensors.
+
+Explained in the CP dynamics chapter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from tflib.devices import check_same_device
+
+#: Largest tensor (number of entries) that :func:`cp_entries` builds in full when asked for "auto".
+DENSE_MAX_ENTRIES = 2**22
+#: In "auto" mode the full tensor is built only if it has at most this many entries per request.
+DENSE_ENTRIES_PER_REQUEST = 64
+
+
+def check_factors(factors: Sequence[torch.Tensor]) -> tuple[int, ...]:
+    """Validate CP factors and return the shape of the tensor they represent.
+
+    Raises ``ValueError`` (or ``TypeError``) with a message naming the problem: no factors, a
+    factor that is not a matrix, factors with different numbers of columns, devices or dtypes.
+    """
+    if isinstance(factors, torch.Tensor) or len(factors) == 0:
+        raise ValueError("factors must be a non-empty sequence of (d_n, R) matrices, one per mode")
+    for n, factor in enumerate(factors):
+        if not isinstance(factor, torch.Tensor):
+            raise TypeError(f"factor {n} is a {type(factor).__name__}, expected a torch.Tensor")
+        if factor.ndim != 2:
+            raise ValueError(f"factor {n} has shape {tuple(factor.shape)}; expected (d_{n}, R)")
+        if not factor.is_floating_point():
+            raise TypeError(f"factor {n} has dtype {factor.dtype}; expected a floating dtype")
+    ranks = {f.shape[1] for f in factors}
+    if len(ranks) > 1:
+        columns = [f.shape[1] for f in factors]
+        raise ValueError(f"factors must share the number of components R; got columns {columns}")
+    check_same_device(**{f"factor {n}": f for n, f in enumerate(factors)})
+    dtypes = {f.dtype for f in factors}
+    if len(dtypes) > 1:
+        raise TypeError(f"factors have different dtypes {sorted(map(str, dtypes))}; use one")
+    return tuple(f.shape[0] for f in factors)
+
+
+def check_indices(indices: torch.Tensor, shape: Sequence[int]) -> None:
+    """Validate an ``(M, N)`` integer tensor of indices into a tensor of the given shape."""
+    if not isinstance(indices, torch.Tensor):
+        raise TypeError(f"indices must be a torch.Tensor of shape (M, N), got {type(indices)}")
+    if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+        raise TypeError(f"indices must have an integer dtype, got {indices.dtype}")
+    if indices.ndim != 2:
+        raise ValueError(f"indices must have shape (M, N), got shape {tuple(indices.shape)}")
+    if indices.shape[1] != len(shape):
+        raise ValueError(
+            f"indices has {indices.shape[1]} columns but the tensor has order {len(shape)}"
+        )
+    if indices.shape[0] == 0:
+        return
+    low = indices.amin(dim=0).tolist()
+    high = indices.amax(dim=0).tolist()
+    for n, (lo, hi, d) in enumerate(zip(low, high, shape)):
+        if lo < 0 or hi >= d:
+            raise IndexError(
+                f"indices out of range in mode {n}: values span [{lo}, {hi}] "
+                f"but the mode has dimension {d} (valid: 0 to {d - 1})"
+            )
+
+
+def khatri_rao(matrices: Sequence[torch.Tensor]) -> torch.Tensor:
+    r"""Column-wise Kronecker product of matrices :math:`A^k \in \mathbb{R}^{d_k \times R}`.
+
+    Row :math:`(i_1, \ldots, i_K)`, in row-major order (the first matrix's index varies slowest),
+    column r holds :math:`\prod_k A^k_{i_k r}`.
+
+    Returns
+    -------
+    tensor of shape :math:`(\prod_k d_k, R)`
+    """
+    product = matrices[0]
+    for matrix in matrices[1:]:
+        product = (product[:, None, :] * matrix[None, :, :]).reshape(-1, matrix.shape[1])
+    return product
+
+
+def _split_point(shape: Sequence[int]) -> int:
+    """The mode k, 1 <= k < N, that makes prod(shape[:k]) and prod(shape[k:]) most balanced."""
+    total = math.prod(shape)
+    return min(
+        range(1, len(shape)), key=lambda k: abs(math.log(math.prod(shape[:k]) ** 2 / total))
+    )
+
+
+def _khatri_rao_backward(grad: torch.Tensor, matrices: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Gradients with respect to each matrix, given the gradient of their Khatri–Rao product."""
+    if len(matrices) == 1:
+        return [grad]
+    dims, rank = [m.shape[0] for m in matrices], grad.shape[1]
+    grad = grad.reshape(*dims, rank)
+    return [
+        (
+            grad.movedim(k, 0).reshape(dims[k], -1, rank)
+            * khatri_rao([m for j, m in enumerate(matrices) if j != k])
+        ).sum(dim=1)
+        for k in range(len(matrices))
+    ]
+
+
+class _DenseEntries(torch.autograd.Function):
+    r"""Entries of :math:`\mathcal{W} = L R^\top` (reshaped) at flat positions, with the closed-form gradient.
+
+    :math:`L` and :math:`R` are the Khatri–Rao products of the first k and the last N - k factors.
+    With :math:`G` the gradient scattered onto the full tensor (as a matrix), the gradients are
+    :math:`G R` and :math:`G^\top L`, then the Khatri–Rao products' own chain rule.
+    """
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor, split: int, *factors: torch.Tensor) -> torch.Tensor:
+        left, right = khatri_rao(factors[:split]), khatri_rao(factors[split:])
+        ctx.save_for_backward(flat, left, right, *factors)
+        ctx.split = split
+        return (left @ right.T).reshape(-1).take(flat)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        flat, left, right, *factors = ctx.saved_tensors
+        scattered = grad.new_zeros(left.shape[0] * right.shape[0]).index_add_(0, flat, grad)
+        scattered = scattered.reshape(left.shape[0], right.shape[0])
+        return (
+            None,
+            None,
+            *_khatri_rao_backward(scattered @ right, factors[: ctx.split]),
+            *_khatri_rao_backward(scattered.T @ left, factors[ctx.split :]),
+        )
+
+
+def _dense(factors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The full tensor as a ``(P, Q)`` matrix, the product of two Khatri–Rao products."""
+    if len(factors) == 1:
+        return factors[0].sum(dim=1, keepdim=True)
+    k = _split_point([f.shape[0] for f in factors])
+    return khatri_rao(factors[:k]) @ khatri_rao(factors[k:]).T
+
+
+def _dense_entries(factors: Sequence[torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
+    flat = flat_indices(indices, [f.shape[0] for f in factors])
+    if len(factors) == 1:
+        return factors[0].sum(dim=1).take(flat)
+    return _DenseEntries.apply(flat, _split_point([f.shape[0] for f in factors]), *factors)
+
+
+def cp_to_tensor(factors: Sequence[torch.Tensor]) -> torch.Tensor:
+    r"""The full tensor :math:`\sum_r \mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N`.
+
+    Parameters
+    ----------
+    factors : sequence of N tensors of shape (d_n, R)
+
+    Returns
+    -------
+    tensor of shape (d_1, ..., d_N)
+
+    Explained in the CP dynamics chapter.
+    """
+    shape = check_factors(factors)
+    return _dense(factors).reshape(shape)
+
+
+def flat_indices(indices: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Row-major positions of ``(M, N)`` multi-indices in a flattened tensor of ``shape``."""
+    strides = [math.prod(shape[n + 1 :]) for n in range(len(shape))]
+    return indices.to(torch.int64) @ torch.tensor(strides, device=indices.device)
+
+
+def _gathered(factors: Sequence[torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
+    """Entries from the factor rows each index selects: memory O(M R), whatever the tensor size."""
+    indices = indices.to(torch.int64)
+    product = factors[0].index_select(0, indices[:, 0])
+    for n in range(1, len(factors)):
+        product = product * factors[n].index_select(0, indices[:, n])
+    return product.sum(dim=1)
+
+
+def uses_dense_path(shape: Sequence[int], n_requested: int) -> bool:
+    """Whether "auto" builds the full tensor: it is small, and small next to the request."""
+    entries = math.prod(shape)
+    return entries <= DENSE_MAX_ENTRIES and entries <= DENSE_ENTRIES_PER_REQUEST * n_requested
+
+
+def cp_entries(
+    factors: Sequence[torch.Tensor], indices: torch.Tensor, method: str = "auto"
+) -> torch.Tensor:
+    r"""Entries :math:`\mathcal{W}_{i_1 \ldots i_N}` of a CP tensor at a list of multi-indices.
+
+    Parameters
+    ----------
+    factors : sequence of N tensors of shape (d_n, R)
+    indices : integer tensor of shape (M, N); row m is the multi-index of the m-th entry
+    method : "auto", "dense" or "gather"
+        "dense" builds the full tensor through Khatri–Rao products and reads the entries;
+        "gather" multiplies the factor rows each index selects; "auto" takes "dense" when the
+        tensor is small (see :func:`uses_dense_path`). Both give the same numbers and gradients.
+
+    Returns
+    -------
+    tensor of shape (M,)
+
+    Explained in the CP dynamics chapter.
+    """
+    check_method(method)
+    shape = check_factors(factors)
+    check_indices(indices, shape)
+    check_same_device(factors=factors[0], indices=indices)
+    return _entries(factors, indices, method)
+
+
+def check_method(method: str) -> None:
+    if method not in ("auto", "dense", "gather"):
+        raise ValueError(f'method must be "auto", "dense" or "gather", got {method!r}')
+
+
+def _entries(factors: Sequence[torch.Tensor], indices: torch.Tensor, method: str) -> torch.Tensor:
+    """:func:`cp_entries` without the checks, for callers that made them already."""
+    if method == "auto":
+        shape = [f.shape[0] for f in factors]
+        method = "dense" if uses_dense_path(shape, indices.shape[0]) else "gather"
+    if method == "dense":
+        return _dense_entries(factors, indices)
+    return _gathered(factors, indices)
+
+
+def component_norms(factors: Sequence[torch.Tensor]) -> torch.Tensor:
+    r"""Frobenius norms of the R rank-one components of a CP factorization.
+
+    The r-th component is :math:`\mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N`; its norm is
+    the product of the norms of its factor vectors, :math:`\prod_n \|\mathbf{w}_r^n\|`.
+
+    Parameters
+    ----------
+    factors : sequence of N tensors of shape (d_n, R)
+
+    Returns
+    -------
+    tensor of shape (R,)
+
+    Explained in the CP dynamics chapter.
+    """
+    check_factors(factors)
+    return torch.stack([f.norm(dim=0) for f in factors]).prod(dim=0)
+
+
+def balance_factors(factors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    r"""Rescale each component's factor vectors to a common norm, keeping the tensor unchanged.
+
+    Afterwards :math:`\|\mathbf{w}_r^1\| = \cdots = \|\mathbf{w}_r^N\| = \|\mathcal{W}_r\|^{1/N}`
+    for every component r: the *balanced* initialization under which the component-norm law of
+    the dynamics chapter holds exactly for gradient flow.
+
+    Explained in the CP dynamics chapter.
+    """
+    check_factors(factors)
+    vector_norms = [f.norm(dim=0) for f in factors]
+    common = torch.stack(vector_norms).prod(dim=0) ** (1 / len(factors))
+    return [f * (common / norms) for f, norms in zip(factors, vector_norms)]
+
+
+class CPFactorization(nn.Module):
+    r"""A tensor :math:`\mathcal{W} = \sum_{r=1}^R \mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N`
+    whose factor vectors are trainable parameters.
+
+    Parameters
+    ----------
+    shape : dimensions :math:`(d_1, \ldots, d_N)` of the tensor
+    rank : number of components R
+    init_std : standard deviation of the i.i.d. normal factor entries at initialization
+        (the *init scale*); must be non-negative
+    init_mean : mean of the factor entries at initialization
+    seed : seeds the initialization; the draw is made on the CPU so that a seed gives the same
+        factors on every device
+    device, dtype : where the factors live and their precision
+    method : how entries are computed, as in :func:`cp_entries`
+
+    Attributes
+    ----------
+    factors : ``nn.ParameterList`` of N parameters of shape (d_n, R); set them by hand with
+        ``model.factors[n].data.copy_(...)`` or :meth:`set_factors`.
+
+    Explained in the CP dynamics chapter.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        rank: int,
+        init_std: float,
+        init_mean: float = 0.0,
+        *,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        method: str = "auto",
+    ) -> None:
+        super().__init__()
+        shape = tuple(int(d) for d in shape)
+        if not shape or min(shape) < 1:
+            raise ValueError(f"shape must be a non-empty list of positive dimensions, got {shape}")
+        if rank < 1:
+            raise ValueError(f"rank must be a positive number of components, got {rank}")
+        if not init_std >= 0:
+            raise ValueError(f"init_std must be non-negative (it is a standard deviation), got {init_std}")
+        check_method(method)
+        self.shape, self.rank, self.method = shape, int(rank), method
+        self._checked_indices: tuple[torch.Tensor, int] | None = None
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.factors = nn.ParameterList(
+            nn.Parameter(
+                (torch.randn(d, rank, generator=generator, dtype=torch.float64) * init_std + init_mean)
+                .to(device=device, dtype=dtype)
+            )
+            for d in shape
+        )
+
+    @property
+    def order(self) -> int:
+        """The number of modes N."""
+        return len(self.shape)
+
+    @property
+    def device(self) -> torch.device:
+        return self.factors[0].device
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        """Entries at the ``(M, N)`` multi-indices, shape ``(M,)``.
+
+        The indices are checked once: training passes the same tensor at every step.
+        """
+        checked = self._checked_indices
+        if checked is None or checked[0] is not indices or checked[1] != indices._version:
+            check_indices(indices, self.shape)
+            check_same_device(model=self.factors[0], indices=indices)
+            self._checked_indices = (indices, indices._version)
+        return _entries(list(self.factors), indices, self.method)
+
+    def full(self) -> torch.Tensor:
+        """The whole tensor, shape ``(d_1, ..., d_N)``."""
+        return cp_to_tensor(list(self.factors))
+
+    def component_norms(self) -> torch.Tensor:
+        """Norms of the R components, shape ``(R,)``; see :func:`component_norms`."""
+        return component_norms(list(self.factors))
+
+    @torch.no_grad()
+    def set_factors(self, factors: Sequence[torch.Tensor]) -> None:
+        """Copy the given factors (shapes as in ``self.factors``) into the parameters."""
+        for n, (parameter, factor) in enumerate(zip(self.factors, factors, strict=True)):
+            if factor.shape != parameter.shape:
+                raise ValueError(
+                    f"factor {n} has shape {tuple(factor.shape)}, expected {tuple(parameter.shape)}"
+                )
+            parameter.copy_(factor)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, rank={self.rank}, method={self.method!r}"

@@ -1,0 +1,21 @@
+"""The paper's experiments as functions of a config with a ``scale`` ("book" or "paper").
+
+Run from the command line with ``python -m tflib.experiments --help``.
+"""
+
+from tflib.experiments.dynamics import (
+    DynamicsConfig,
+    DynamicsResult,
+    dynamics_config,
+    run_dynamics,
+)
+from tflib.experiments.norm_law import NormLawCheck, norm_law_check
+
+__all__ = [
+    "DynamicsConfig",
+    "DynamicsResult",
+    "NormLawCheck",
+    "dynamics_config",
+    "norm_law_check",
+    "run_dynamics",
+]

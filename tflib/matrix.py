@@ -1,0 +1,78 @@
+r"""Deep matrix factorization: a matrix :math:`W = W_L W_{L-1} \cdots W_1` with trainable factors.
+
+Matrix completion with it is a linear neural network of depth L fit to observed entries.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tflib.cp import check_indices
+from tflib.devices import check_same_device
+
+
+class DeepMatrixFactorization(nn.Module):
+    r"""The end-to-end matrix :math:`W = W_L \cdots W_1 \in \mathbb{R}^{d \times d'}`.
+
+    Parameters
+    ----------
+    shape : (d, d'), the shape of the end-to-end matrix
+    depth : number of factors L (1 is plain, un-factorized regression on the entries)
+    width : inner dimension of the factors; defaults to min(d, d'), enough to express any matrix
+    init_std : standard deviation of the i.i.d. normal factor entries at initialization
+    seed, device, dtype : as for :class:`~tflib.CPFactorization`
+
+    Attributes
+    ----------
+    factors : ``nn.ParameterList`` :math:`[W_1, \ldots, W_L]`; :math:`W_1` has shape
+        (width, d'), :math:`W_L` shape (d, width), the others (width, width).
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        depth: int,
+        init_std: float,
+        *,
+        width: int | None = None,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"shape must be (rows, columns) with positive sizes, got {shape}")
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        if not init_std >= 0:
+            raise ValueError(f"init_std must be non-negative, got {init_std}")
+        rows, columns = (int(d) for d in shape)
+        width = min(rows, columns) if width is None else int(width)
+        self.shape = (rows, columns)
+        dims = [columns] + [width] * (depth - 1) + [rows]
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.factors = nn.ParameterList(
+            nn.Parameter(
+                (torch.randn(dims[i + 1], dims[i], generator=generator, dtype=torch.float64) * init_std)
+                .to(device=device, dtype=dtype)
+            )
+            for i in range(depth)
+        )
+
+    def full(self) -> torch.Tensor:
+        r"""The end-to-end matrix :math:`W_L \cdots W_1`, shape (d, d')."""
+        product = self.factors[0]
+        for factor in self.factors[1:]:
+            product = factor @ product
+        return product
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        """Entries of the end-to-end matrix at the ``(M, 2)`` (row, column) indices."""
+        check_indices(indices, self.shape)
+        check_same_device(model=self.factors[0], indices=indices)
+        return self.full()[indices[:, 0], indices[:, 1]]
+
+    def singular_values(self) -> torch.Tensor:
+        """Singular values of the end-to-end matrix, in decreasing order."""
+        return torch.linalg.svdvals(self.full().detach())

@@ -1,0 +1,286 @@
+r"""Fitting observed entries by gradient descent, with a recorded history.
+
+The loss is the mean squared error over the M observed entries,
+
+.. math:: \mathcal{L} = \frac{1}{M} \sum_{m=1}^{M} \big(\mathcal{W}_{i^{(m)}} - y_m\big)^2 ,
+
+where :math:`\mathcal{W}_{i^{(m)}}` is the model's entry at the m-th observed multi-index.
+
+Explained in the CP dynamics chapter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tflib.devices import check_same_device
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite. ``history`` holds everything recorded before that step."""
+
+    def __init__(self, message: str, history: History) -> None:
+        super().__init__(message)
+        self.history = history
+
+
+@dataclass
+class History:
+    """What :func:`fit` recorded: the loss and every tracked metric at ``steps``.
+
+    ``status`` is "running", "converged" (loss below the tolerance), "budget" (ran all steps),
+    "interrupted" (stopped by Ctrl-C; the history up to then is kept) or "diverged".
+    """
+
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    metrics: dict[str, list] = field(default_factory=dict)
+    status: str = "running"
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """``history["loss"]``, ``history["steps"]`` or a tracked metric, as a NumPy array."""
+        if name in ("steps", "loss"):
+            return np.asarray(getattr(self, name))
+        return np.asarray(self.metrics[name])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> History:
+        return cls(**data)
+
+
+class AdaptiveStepGD(torch.optim.Optimizer):
+    r"""Gradient descent with one scalar step size that adapts, as in the paper's experiments.
+
+    The direction is plain gradient descent's; the step is rescaled by a bias-corrected moving
+    average of the squared gradient norm over all parameters:
+
+    .. math::
+        v_t = \beta v_{t-1} + (1 - \beta) \|g_t\|^2, \qquad
+        \theta_{t+1} = \theta_t - \frac{\eta}{\sqrt{v_t / (1 - \beta^t)} + \epsilon}\, g_t .
+
+    On the long plateaus of small initialization the gradient is tiny and the step grows, so the
+    plateaus are crossed in fewer iterations; the trajectory is still one of gradient descent.
+    """
+
+    def __init__(
+        self, params: Iterable[torch.Tensor], lr: float = 1e-2, beta: float = 0.99, eps: float = 1e-6
+    ) -> None:
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        if not 0 <= beta < 1:
+            raise ValueError(f"beta must lie in [0, 1), got {beta}")
+        super().__init__(params, {"lr": lr, "beta": beta, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None) -> None:
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        group = self.param_groups[0]
+        state = self.state[params[0]]
+        if not state:
+            state["t"] = 0
+            state["v"] = torch.zeros((), device=params[0].device, dtype=params[0].dtype)
+        state["t"] += 1
+        squared_norm = sum(p.grad.pow(2).sum() for p in params)
+        state["v"].mul_(group["beta"]).add_(squared_norm, alpha=1 - group["beta"])
+        v_hat = state["v"] / (1 - group["beta"] ** state["t"])
+        negative_step = -group["lr"] / (v_hat.sqrt() + group["eps"])
+        for p in params:
+            p.addcmul_(p.grad, negative_step)
+
+
+def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """``"gd"`` (plain gradient descent), ``"adaptive_gd"`` (:class:`AdaptiveStepGD`) or ``"adam"``."""
+    if name == "gd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "adaptive_gd":
+        return AdaptiveStepGD(params, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f'optimizer must be "gd", "adaptive_gd" or "adam", got {name!r}')
+
+
+def _check_targets(targets: torch.Tensor, indices: torch.Tensor) -> None:
+    if targets.ndim != 1 or targets.shape[0] != indices.shape[0]:
+        raise ValueError(
+            f"targets must have shape (M,) = ({indices.shape[0]},) to match indices, "
+            f"got {tuple(targets.shape)}"
+        )
+    bad = ~torch.isfinite(targets)
+    if bad.any():
+        where = bad.nonzero().flatten()[:5].tolist()
+        raise ValueError(
+            f"targets contain {int(bad.sum())} NaN or infinite values (first at positions {where}); "
+            "drop those observations or fill them in before fitting"
+        )
+
+
+def _save(path: Path, payload: dict) -> None:
+    """Write a checkpoint atomically, so an interruption never leaves a broken file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by :func:`fit`, with a clear error if it is damaged."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a truncated or foreign file: say which and what to do
+        raise RuntimeError(
+            f"checkpoint {path} cannot be read ({error}); delete it to start that run afresh"
+        ) from error
+
+
+@contextlib.contextmanager
+def _interrupt_between_steps() -> Iterator[dict]:
+    """Turn Ctrl-C into a flag checked between steps, so a step is never left half done."""
+    flag = {"raised": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        flag["raised"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def fit(
+    model: nn.Module,
+    indices: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    steps: int,
+    optimizer: str = "gd",
+    lr: float = 1e-2,
+    loss_tol: float = 0.0,
+    track: dict[str, Callable[[nn.Module], float | torch.Tensor]] | None = None,
+    track_every: int = 25,
+    progress: bool = True,
+    description: str | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1000,
+) -> History:
+    r"""Minimize the mean squared error over observed entries and record how training went.
+
+    Parameters
+    ----------
+    model : maps an ``(M, N)`` tensor of multi-indices to the ``(M,)`` predicted entries
+        (:class:`~tflib.CPFactorization`, :class:`~tflib.DeepMatrixFactorization`, ...)
+    indices, targets : the observed multi-indices, shape (M, N), and their values, shape (M,)
+    steps : the step budget
+    optimizer : "gd", "adaptive_gd" (the paper's, :class:`AdaptiveStepGD`) or "adam"
+    lr : learning rate
+    loss_tol : stop as soon as the loss is below this
+    track : functions of the model evaluated every ``track_every`` steps, e.g.
+        ``{"error": lambda m: normalized_reconstruction_error(m.full(), target)}``
+    progress : show a progress bar
+    checkpoint : a file to save the state to every ``checkpoint_every`` steps and on Ctrl-C; if it
+        exists, training resumes from it (and returns at once if that run had finished)
+
+    Returns
+    -------
+    History: the loss and the tracked metrics at steps 0, k, 2k, ... and at the last step.
+    Ctrl-C stops training and returns the history so far (``status == "interrupted"``).
+
+    Raises
+    ------
+    DivergenceError : the loss became NaN or infinite; it names the step and carries the history.
+
+    Explained in the CP dynamics chapter.
+    """
+    if steps < 0 or track_every < 1 or checkpoint_every < 1:
+        raise ValueError("steps must be >= 0, track_every and checkpoint_every >= 1")
+    check_same_device(indices=indices, targets=targets)
+    _check_targets(targets, indices)
+    parameters = list(model.parameters())
+    check_same_device(model=parameters[0], indices=indices)
+    if targets.dtype != parameters[0].dtype:
+        targets = targets.to(parameters[0].dtype)
+    opt = make_optimizer(optimizer, parameters, lr)
+    track = track or {}
+    history = History(metrics={name: [] for name in track})
+    step = 0
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+
+    def save() -> None:
+        if checkpoint is not None:
+            payload = {"model": model.state_dict(), "optimizer": opt.state_dict()}
+            _save(checkpoint, {**payload, "history": history.to_dict(), "step": step})
+
+    if checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history, step = History.from_dict(state["history"]), state["step"]
+        if history.status == "converged" or (history.status == "budget" and step >= steps):
+            return history
+        if history.steps and history.steps[-1] == step:  # the final record is made again below
+            for series in (history.steps, history.loss, *history.metrics.values()):
+                series.pop()
+
+    def record(loss_value: float) -> None:
+        with torch.no_grad():
+            values = {name: metric(model) for name, metric in track.items()}
+        history.steps.append(step)
+        history.loss.append(loss_value)
+        for name, value in values.items():
+            history.metrics[name].append(
+                value.tolist() if isinstance(value, torch.Tensor) else float(value)
+            )
+
+    bar = tqdm(total=steps, initial=step, disable=not progress, desc=description, leave=False)
+    history.status = "running"
+    with _interrupt_between_steps() as interrupt, contextlib.closing(bar):
+        while not interrupt["raised"]:
+            opt.zero_grad(set_to_none=True)
+            loss = (model(indices) - targets).pow(2).mean()
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                history.status = "diverged"
+                raise DivergenceError(
+                    f"the loss became {loss_value} at step {step} (optimizer {optimizer!r}, "
+                    f"lr={lr}); lower the learning rate or the initialization scale. "
+                    "The history up to this step is in the error's .history",
+                    history,
+                )
+            finished = loss_value < loss_tol or step >= steps
+            if step % track_every == 0 or finished:
+                record(loss_value)
+                bar.set_postfix(loss=f"{loss_value:.2e}", refresh=False)
+            if finished:
+                history.status = "converged" if loss_value < loss_tol else "budget"
+                break
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % track_every == 0:
+                bar.update(step - bar.n)
+            if step % checkpoint_every == 0:
+                save()
+        if interrupt["raised"]:
+            history.status = "interrupted"
+    save()
+    return history
