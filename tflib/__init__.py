@@ -1,4 +1,4 @@
-"""tflib: the small PyTorch library behind the course *Implicit Regularization in Tensor Factorization*.
+"""tflib: the PyTorch library behind the course *Implicit Regularization in Tensor Factorization*.
 
 Each module holds one concept of the book: :mod:`tflib.cp` (CP tensors), :mod:`tflib.matrix`
 (deep matrix factorization), :mod:`tflib.data` (targets and observations), :mod:`tflib.train`

@@ -104,12 +104,12 @@ def khatri_rao(matrices: Sequence[torch.Tensor]) -> torch.Tensor:
 def _split_point(shape: Sequence[int]) -> int:
     """The mode k, 1 <= k < N, that makes prod(shape[:k]) and prod(shape[k:]) most balanced."""
     total = math.prod(shape)
-    return min(
-        range(1, len(shape)), key=lambda k: abs(math.log(math.prod(shape[:k]) ** 2 / total))
-    )
+    return min(range(1, len(shape)), key=lambda k: abs(math.log(math.prod(shape[:k]) ** 2 / total)))
 
 
-def _khatri_rao_backward(grad: torch.Tensor, matrices: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def _khatri_rao_backward(
+    grad: torch.Tensor, matrices: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
     """Gradients with respect to each matrix, given the gradient of their Khatri–Rao product."""
     if len(matrices) == 1:
         return [grad]
@@ -125,7 +125,7 @@ def _khatri_rao_backward(grad: torch.Tensor, matrices: Sequence[torch.Tensor]) -
 
 
 class _DenseEntries(torch.autograd.Function):
-    r"""Entries of :math:`\mathcal{W} = L R^\top` (reshaped) at flat positions, with the closed-form gradient.
+    r"""Entries of :math:`\mathcal{W} = L R^\top` at flat positions, with a closed-form gradient.
 
     :math:`L` and :math:`R` are the Khatri–Rao products of the first k and the last N - k factors.
     With :math:`G` the gradient scattered onto the full tensor (as a matrix), the gradients are
@@ -283,8 +283,9 @@ def balance_factors(factors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 
 class CPFactorization(nn.Module):
-    r"""A tensor :math:`\mathcal{W} = \sum_{r=1}^R \mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N`
-    whose factor vectors are trainable parameters.
+    r"""A CP tensor whose factor vectors are trainable parameters.
+
+    :math:`\mathcal{W} = \sum_{r=1}^R \mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N`.
 
     Parameters
     ----------
@@ -325,15 +326,19 @@ class CPFactorization(nn.Module):
         if rank < 1:
             raise ValueError(f"rank must be a positive number of components, got {rank}")
         if not init_std >= 0:
-            raise ValueError(f"init_std must be non-negative (it is a standard deviation), got {init_std}")
+            raise ValueError(
+                f"init_std must be non-negative (it is a standard deviation), got {init_std}"
+            )
         check_method(method)
         self.shape, self.rank, self.method = shape, int(rank), method
         self._checked_indices: tuple[torch.Tensor, int] | None = None
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.factors = nn.ParameterList(
             nn.Parameter(
-                (torch.randn(d, rank, generator=generator, dtype=torch.float64) * init_std + init_mean)
-                .to(device=device, dtype=dtype)
+                (
+                    torch.randn(d, rank, generator=generator, dtype=torch.float64) * init_std
+                    + init_mean
+                ).to(device=device, dtype=dtype)
             )
             for d in shape
         )

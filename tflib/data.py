@@ -50,7 +50,9 @@ def random_cp_tensor(
     if rank < 1:
         raise ValueError(f"rank must be positive, got {rank}")
     if fro_norm is not None and not fro_norm > 0:
-        raise ValueError(f"fro_norm must be positive (or None to keep the drawn scale), got {fro_norm}")
+        raise ValueError(
+            f"fro_norm must be positive (or None to keep the drawn scale), got {fro_norm}"
+        )
     generator = _generator(seed)
     factors = [torch.randn(d, rank, generator=generator, dtype=torch.float64) for d in shape]
     tensor = cp_to_tensor(factors)

@@ -24,5 +24,5 @@ def check_same_device(**tensors: torch.Tensor) -> None:
     if len(set(devices.values())) > 1:
         listing = ", ".join(f"{name} on {device}" for name, device in devices.items())
         raise ValueError(
-            f"tensors are on different devices ({listing}); move them to one device with .to(device)"
+            f"tensors are on different devices ({listing}); move them to one with .to(device)"
         )

@@ -54,8 +54,10 @@ class DeepMatrixFactorization(nn.Module):
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.factors = nn.ParameterList(
             nn.Parameter(
-                (torch.randn(dims[i + 1], dims[i], generator=generator, dtype=torch.float64) * init_std)
-                .to(device=device, dtype=dtype)
+                (
+                    torch.randn(dims[i + 1], dims[i], generator=generator, dtype=torch.float64)
+                    * init_std
+                ).to(device=device, dtype=dtype)
             )
             for i in range(depth)
         )

@@ -13,7 +13,7 @@ from tflib.cp import component_norms
 
 
 def normalized_reconstruction_error(tensor: torch.Tensor, target: torch.Tensor) -> float:
-    r"""Relative distance :math:`\|\mathcal{W} - \mathcal{W}^*\|_F / \|\mathcal{W}^*\|_F` over all entries."""
+    r"""The relative distance :math:`\|\mathcal{W} - \mathcal{W}^*\|_F / \|\mathcal{W}^*\|_F`."""
     if tensor.shape != target.shape:
         raise ValueError(
             f"tensor has shape {tuple(tensor.shape)} but target has shape {tuple(target.shape)}"

@@ -127,7 +127,9 @@ def norm_law_figure(checks: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figu
     Explained in the CP dynamics chapter.
     """
     fig, axes = plt.subplots(1, len(checks), figsize=(3.3 * len(checks), 3.2), layout="constrained")
-    for ax, color, (title, (predicted, measured)) in zip(np.atleast_1d(axes), COLORS, checks.items()):
+    for ax, color, (title, (predicted, measured)) in zip(
+        np.atleast_1d(axes), COLORS, checks.items()
+    ):
         predicted, measured = np.ravel(predicted), np.ravel(measured)
         ax.scatter(predicted, measured, s=6, color=color, alpha=0.6)
         low, high = min(predicted.min(), measured.min()), max(predicted.max(), measured.max())

@@ -18,7 +18,9 @@ from tflib.cp import check_factors, component_norms, khatri_rao
 
 
 def component_inner_products(factors: Sequence[torch.Tensor], tensor: torch.Tensor) -> torch.Tensor:
-    r""":math:`\langle \mathcal{T}, \mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N \rangle` for every r.
+    r"""Inner products :math:`\langle \mathcal{T}, \mathcal{W}_r \rangle` with every component.
+
+    :math:`\mathcal{W}_r = \mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N`.
 
     Returns
     -------
@@ -64,11 +66,13 @@ def component_norm_rates(
 def mse_tensor_gradient(
     tensor: torch.Tensor, indices: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
-    r"""Gradient :math:`\nabla \mathcal{L}(\mathcal{W})` of the mean squared error over observed entries.
+    r"""Gradient :math:`\nabla \mathcal{L}(\mathcal{W})` of the mean squared error on observations.
 
     For :math:`\mathcal{L}(\mathcal{W}) = \frac{1}{M} \sum_m (\mathcal{W}_{i^{(m)}} - y_m)^2` it is
     zero off the observed entries and :math:`\frac{2}{M}(\mathcal{W}_{i^{(m)}} - y_m)` on them.
     """
     positions = tuple(indices.T)
     residual = tensor[positions] - targets
-    return torch.zeros_like(tensor).index_put(positions, 2 * residual / len(targets), accumulate=True)
+    return torch.zeros_like(tensor).index_put(
+        positions, 2 * residual / len(targets), accumulate=True
+    )

@@ -78,7 +78,11 @@ class AdaptiveStepGD(torch.optim.Optimizer):
     """
 
     def __init__(
-        self, params: Iterable[torch.Tensor], lr: float = 1e-2, beta: float = 0.99, eps: float = 1e-6
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float = 1e-2,
+        beta: float = 0.99,
+        eps: float = 1e-6,
     ) -> None:
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
@@ -106,7 +110,7 @@ class AdaptiveStepGD(torch.optim.Optimizer):
 
 
 def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    """``"gd"`` (plain gradient descent), ``"adaptive_gd"`` (:class:`AdaptiveStepGD`) or ``"adam"``."""
+    """An optimizer by name: "gd" (plain), "adaptive_gd" (:class:`AdaptiveStepGD`) or "adam"."""
     if name == "gd":
         return torch.optim.SGD(params, lr=lr)
     if name == "adaptive_gd":
@@ -126,8 +130,8 @@ def _check_targets(targets: torch.Tensor, indices: torch.Tensor) -> None:
     if bad.any():
         where = bad.nonzero().flatten()[:5].tolist()
         raise ValueError(
-            f"targets contain {int(bad.sum())} NaN or infinite values (first at positions {where}); "
-            "drop those observations or fill them in before fitting"
+            f"targets contain {int(bad.sum())} NaN or infinite values (first at positions "
+            f"{where}); drop those observations or fill them in before fitting"
         )
 
 

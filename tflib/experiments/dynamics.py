@@ -67,7 +67,11 @@ class DynamicsResult:
     def final_errors(self) -> dict[float, list[float]]:
         """Final reconstruction error per init scale, one value per seed."""
         return {
-            std: [self.runs[(seed, std)]["error"][-1] for seed in self.config.seeds if (seed, std) in self.runs]
+            std: [
+                self.runs[(seed, std)]["error"][-1]
+                for seed in self.config.seeds
+                if (seed, std) in self.runs
+            ]
             for std in self.config.init_stds
         }
 
@@ -87,7 +91,8 @@ class DynamicsResult:
             for key, value in data["config"].items()
         }
         runs = {
-            (run["seed"], run["init_std"]): History.from_dict(run["history"]) for run in data["runs"]
+            (run["seed"], run["init_std"]): History.from_dict(run["history"])
+            for run in data["runs"]
         }
         return cls(DynamicsConfig(**fields), runs)
 
@@ -109,7 +114,9 @@ def problem(config: DynamicsConfig, seed: int, device=None, dtype=torch.float32)
     target = random_cp_tensor(
         config.shape, config.target_rank, 1.0, seed=1000 * seed, device=device, dtype=dtype
     )
-    indices = sample_entries(config.shape, config.n_observations, seed=1000 * seed + 1, device=device)
+    indices = sample_entries(
+        config.shape, config.n_observations, seed=1000 * seed + 1, device=device
+    )
     return target, indices, observe(target, indices)
 
 
@@ -136,7 +143,7 @@ def run_dynamics(
         target, indices, targets = problem(config, seed, device, dtype)
         track = {
             "norms": lambda m: largest_component_norms(list(m.factors), config.n_tracked),
-            "error": lambda m: normalized_reconstruction_error(m.full(), target),
+            "error": lambda m, target=target: normalized_reconstruction_error(m.full(), target),
         }
         for std in config.init_stds:
             model = CPFactorization(

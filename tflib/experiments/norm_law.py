@@ -3,7 +3,8 @@ r"""A numerical check of the component-norm law along a gradient-descent traject
 From a small *balanced* initialization, gradient descent with a small step follows gradient flow
 closely; the rate of change of each component norm, measured by central differences of the
 recorded norms, is compared with the rate :func:`tflib.theory.component_norm_rates` predicts,
-:math:`N \|\mathcal{W}_r\|^{2-2/N} \langle -\nabla\mathcal{L}(\mathcal{W}), \widehat{\mathcal{W}}_r \rangle`.
+:math:`N \|\mathcal{W}_r\|^{2-2/N}
+\langle -\nabla\mathcal{L}(\mathcal{W}), \widehat{\mathcal{W}}_r \rangle`.
 
 Explained in the CP dynamics chapter.
 """
