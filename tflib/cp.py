@@ -129,7 +129,8 @@ class _DenseEntries(torch.autograd.Function):
 
     :math:`L` and :math:`R` are the Khatri–Rao products of the first k and the last N - k factors.
     With :math:`G` the gradient scattered onto the full tensor (as a matrix), the gradients are
-    :math:`G R` and :math:`G^\top L`, then the Khatri–Rao products' own chain rule.
+    :math:`G R` and :math:`G^\top L`, then the Khatri–Rao products' own chain rule. Second
+    derivatives are refused; use ``method="gather"`` for them.
     """
 
     @staticmethod
@@ -140,6 +141,7 @@ class _DenseEntries(torch.autograd.Function):
         return (left @ right.T).reshape(-1).take(flat)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         flat, left, right, *factors = ctx.saved_tensors
         scattered = grad.new_zeros(left.shape[0] * right.shape[0]).index_add_(0, flat, grad)
@@ -187,7 +189,7 @@ def cp_to_tensor(factors: Sequence[torch.Tensor]) -> torch.Tensor:
 def flat_indices(indices: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Row-major positions of ``(M, N)`` multi-indices in a flattened tensor of ``shape``."""
     strides = [math.prod(shape[n + 1 :]) for n in range(len(shape))]
-    return indices.to(torch.int64) @ torch.tensor(strides, device=indices.device)
+    return (indices.to(torch.int64) * torch.tensor(strides, device=indices.device)).sum(dim=1)
 
 
 def _gathered(factors: Sequence[torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
@@ -227,8 +229,8 @@ def cp_entries(
     """
     check_method(method)
     shape = check_factors(factors)
-    check_indices(indices, shape)
     check_same_device(factors=factors[0], indices=indices)
+    check_indices(indices, shape)
     return _entries(factors, indices, method)
 
 
@@ -279,7 +281,8 @@ def balance_factors(factors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     check_factors(factors)
     vector_norms = [f.norm(dim=0) for f in factors]
     common = torch.stack(vector_norms).prod(dim=0) ** (1 / len(factors))
-    return [f * (common / norms) for f, norms in zip(factors, vector_norms)]
+    tiny = torch.finfo(common.dtype).tiny  # a zero component stays zero instead of 0/0
+    return [f * (common / norms.clamp_min(tiny)) for f, norms in zip(factors, vector_norms)]
 
 
 class CPFactorization(nn.Module):
@@ -359,8 +362,8 @@ class CPFactorization(nn.Module):
         """
         checked = self._checked_indices
         if checked is None or checked[0] is not indices or checked[1] != indices._version:
-            check_indices(indices, self.shape)
             check_same_device(model=self.factors[0], indices=indices)
+            check_indices(indices, self.shape)
             self._checked_indices = (indices, indices._version)
         return _entries(list(self.factors), indices, self.method)
 

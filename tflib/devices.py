@@ -20,6 +20,9 @@ def default_device() -> torch.device:
 
 def check_same_device(**tensors: torch.Tensor) -> None:
     """Raise a ``ValueError`` naming the tensors if they do not all live on one device."""
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     devices = {name: t.device for name, t in tensors.items()}
     if len(set(devices.values())) > 1:
         listing = ", ".join(f"{name} on {device}" for name, device in devices.items())

@@ -71,8 +71,8 @@ class DeepMatrixFactorization(nn.Module):
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         """Entries of the end-to-end matrix at the ``(M, 2)`` (row, column) indices."""
-        check_indices(indices, self.shape)
         check_same_device(model=self.factors[0], indices=indices)
+        check_indices(indices, self.shape)
         return self.full()[indices[:, 0], indices[:, 1]]
 
     def singular_values(self) -> torch.Tensor:

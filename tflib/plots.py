@@ -7,6 +7,7 @@ given ``matplotlib`` axis or a new figure, and returns what it drew on, so a cha
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -87,7 +88,7 @@ def plot_errors(
     Explained in the CP dynamics chapter.
     """
     ax = _axis(ax)
-    for color, (label, (steps, values)) in zip(COLORS, curves.items()):
+    for color, (label, (steps, values)) in zip(itertools.cycle(COLORS), curves.items()):
         ax.plot(steps, values, color=color, label=label)
     if log:
         ax.set_yscale("log")
@@ -128,7 +129,7 @@ def norm_law_figure(checks: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figu
     """
     fig, axes = plt.subplots(1, len(checks), figsize=(3.3 * len(checks), 3.2), layout="constrained")
     for ax, color, (title, (predicted, measured)) in zip(
-        np.atleast_1d(axes), COLORS, checks.items()
+        np.atleast_1d(axes), itertools.cycle(COLORS), checks.items()
     ):
         predicted, measured = np.ravel(predicted), np.ravel(measured)
         ax.scatter(predicted, measured, s=6, color=color, alpha=0.6)

@@ -96,7 +96,7 @@ class AdaptiveStepGD(torch.optim.Optimizer):
         if not params:
             return
         group = self.param_groups[0]
-        state = self.state[params[0]]
+        state = self.state[group["params"][0]]  # one scalar state for all parameters
         if not state:
             state["t"] = 0
             state["v"] = torch.zeros((), device=params[0].device, dtype=params[0].dtype)
@@ -217,10 +217,9 @@ def fit(
     """
     if steps < 0 or track_every < 1 or checkpoint_every < 1:
         raise ValueError("steps must be >= 0, track_every and checkpoint_every >= 1")
-    check_same_device(indices=indices, targets=targets)
-    _check_targets(targets, indices)
     parameters = list(model.parameters())
-    check_same_device(model=parameters[0], indices=indices)
+    check_same_device(model=parameters[0], indices=indices, targets=targets)
+    _check_targets(targets, indices)
     if targets.dtype != parameters[0].dtype:
         targets = targets.to(parameters[0].dtype)
     opt = make_optimizer(optimizer, parameters, lr)

@@ -18,7 +18,7 @@ def dynamics_main(args: argparse.Namespace) -> None:
     from tflib.plots import dynamics_figure
 
     overrides = {"seeds": tuple(args.seeds)} if args.seeds else {}
-    if args.max_steps:
+    if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     config = dynamics_config(args.scale, **overrides)
     out = Path(args.out)

@@ -1,0 +1,103 @@
+"""Shared helpers of the unit tests: brute-force references and the ``gpu`` marker's skip logic.
+
+The references here never call ``tflib``: they loop over every entry in float64, so that a test
+comparing ``tflib`` against them checks ``tflib`` against an independent computation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+
+# The tensors here are tiny: threads only add overhead, and on a busy 2-core machine every OpenMP
+# barrier of a multi-threaded matmul can wait a scheduler slice (~20 ms). One thread keeps the
+# suite fast; results do not depend on it (the stored numbers agree across thread counts).
+torch.set_num_threads(1)
+
+#: Tensor shapes of orders 1 to 5, with odd and unit dimensions.
+SHAPES = [(4,), (3, 4), (2, 3, 4), (5, 1, 3), (2, 3, 2, 3), (2, 2, 2, 2, 2)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked ``gpu`` where there is no CUDA device, saying why."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; torch.cuda.is_available() is False")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+def all_indices(shape: Sequence[int]) -> torch.Tensor:
+    """Every multi-index of a tensor of ``shape``, in row-major order, as an int64 (P, N) tensor."""
+    return torch.tensor(list(itertools.product(*(range(d) for d in shape))), dtype=torch.int64)
+
+
+def brute_force_entry(factors: Sequence[np.ndarray], index: Sequence[int]) -> float:
+    """One entry sum_r prod_n factors[n][index[n], r], by explicit loops in float64."""
+    rank = factors[0].shape[1]
+    total = 0.0
+    for r in range(rank):
+        product = 1.0
+        for n, i in enumerate(index):
+            product *= float(factors[n][i, r])
+        total += product
+    return total
+
+
+def brute_force_cp(factors: Sequence[torch.Tensor | np.ndarray]) -> np.ndarray:
+    """The full CP tensor, one float64 entry at a time over every multi-index."""
+    arrays = [np.asarray(torch.as_tensor(f).detach().cpu().double()) for f in factors]
+    shape = tuple(a.shape[0] for a in arrays)
+    out = np.zeros(shape, dtype=np.float64)
+    for index in itertools.product(*(range(d) for d in shape)):
+        out[index] = brute_force_entry(arrays, index)
+    return out
+
+
+def brute_force_entries(
+    factors: Sequence[torch.Tensor | np.ndarray], indices: torch.Tensor
+) -> np.ndarray:
+    """The CP entries at the rows of ``indices``, each by explicit loops in float64."""
+    arrays = [np.asarray(torch.as_tensor(f).detach().cpu().double()) for f in factors]
+    return np.array([brute_force_entry(arrays, row) for row in indices.cpu().tolist()])
+
+
+def random_factors(
+    shape: Sequence[int],
+    rank: int,
+    *,
+    seed: int = 0,
+    std: float = 1.0,
+    dtype: torch.dtype = torch.float64,
+    requires_grad: bool = False,
+) -> list[torch.Tensor]:
+    """Independent standard-normal factors (times ``std``), one (d_n, rank) matrix per mode."""
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(d, rank, generator=generator, dtype=torch.float64) * std)
+        .to(dtype)
+        .requires_grad_(requires_grad)
+        for d in shape
+    ]
+
+
+def random_indices(shape: Sequence[int], n: int, *, seed: int = 0) -> torch.Tensor:
+    """``n`` multi-indices drawn uniformly with replacement (so duplicates can occur)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(d, (n,), generator=generator) for d in shape], dim=1)
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Frobenius norm of the difference over that of ``expected``, in float64."""
+    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
+    return float((actual - expected).norm() / expected.norm())
+
+
+def n_entries(shape: Sequence[int]) -> int:
+    return math.prod(shape)

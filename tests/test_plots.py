@@ -1,0 +1,110 @@
+"""Figure regression tests: the book's figures drawn from fixed synthetic arrays (no training).
+
+Baselines live in ``tests/baseline``; after an intended change of a figure, regenerate them with
+``pytest tests/test_plots.py --mpl-generate-path=tests/baseline`` and look at them.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from tflib.plots import dynamics_figure, norm_law_figure, plot_component_norms, plot_errors
+
+matplotlib.use("Agg")
+
+#: The book's own style underneath (pytest-mpl would otherwise draw in "classic"), and a tight box
+#: as the chapters and the CLI save, so that axis labels are part of the comparison.
+COMPARE = pytest.mark.mpl_image_compare(
+    tolerance=5, style="default", savefig_kwargs={"dpi": 80, "bbox_inches": "tight"}
+)
+
+
+def synthetic_norms(steps: np.ndarray, k: int = 5) -> np.ndarray:
+    """(T, k) component norms learned one at a time: logistic rises at staggered iterations."""
+    onsets = 150 + 180 * np.arange(k)
+    heights = 1.0 / (1 + np.arange(k))
+    return heights / (1 + np.exp(-(steps[:, None] - onsets) / 25.0)) + 1e-3
+
+
+def synthetic_errors(steps: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Error curves of three init scales: smaller init, lower final error, longer plateau."""
+    curves = {}
+    for std, floor, delay in [(0.05, 3e-1, 100), (0.01, 3e-2, 250), (0.005, 3e-3, 400)]:
+        curves[f"init {std:g}"] = (steps, floor + np.exp(-np.maximum(steps - delay, 0) / 120.0))
+    return curves
+
+
+STEPS = np.arange(0, 1001, 25)
+
+
+@COMPARE
+def test_plot_component_norms_figure():
+    ax = plot_component_norms(STEPS, synthetic_norms(STEPS))
+    assert len(ax.lines) == 5
+    assert ax.get_title() == "the 5 largest components"
+    return ax.figure
+
+
+@COMPARE
+def test_plot_errors_figure():
+    ax = plot_errors(synthetic_errors(STEPS))
+    assert [line.get_label() for line in ax.lines] == ["init 0.05", "init 0.01", "init 0.005"]
+    assert ax.get_yscale() == "log"
+    return ax.figure
+
+
+@COMPARE
+def test_dynamics_figure():
+    figure = dynamics_figure(STEPS, synthetic_norms(STEPS), "init 0.005", synthetic_errors(STEPS))
+    left, right = figure.axes
+    assert left.get_title() == "component norms, init 0.005"
+    assert right.get_title() == "reconstruction error"
+    return figure
+
+
+@COMPARE
+def test_norm_law_figure():
+    predicted = np.linspace(-1.0, 2.0, 60).reshape(20, 3)
+    wobble = 0.05 * np.sin(np.arange(60)).reshape(20, 3)
+    checks = {"order 2": (predicted, predicted + wobble), "order 3": (2 * predicted, 2 * predicted)}
+    figure = norm_law_figure(checks)
+    assert [ax.get_title() for ax in figure.axes] == ["order 2", "order 3"]
+    return figure
+
+
+@COMPARE
+def test_norm_law_figure_with_one_panel():
+    predicted = np.linspace(0.0, 1.0, 30)
+    return norm_law_figure({"order 4": (predicted, predicted**1.1)})
+
+
+def test_plot_errors_draws_on_a_given_axis():
+    figure, ax = plt.subplots()
+    try:
+        assert plot_errors(synthetic_errors(STEPS), ax=ax, log=False) is ax
+        assert ax.get_yscale() == "linear"
+    finally:
+        plt.close(figure)
+
+
+def test_plot_errors_draws_every_curve_even_beyond_the_palette():
+    curves = {f"seed {i}": (STEPS, 1.0 / (1 + i + STEPS)) for i in range(10)}
+    ax = plot_errors(curves)
+    try:
+        assert [line.get_label() for line in ax.lines] == list(curves)
+    finally:
+        plt.close(ax.figure)
+
+
+def test_norm_law_figure_fills_every_panel_even_beyond_the_palette():
+    predicted = np.linspace(0.0, 1.0, 5)
+    checks = {f"check {i}": (predicted, predicted) for i in range(9)}
+    figure = norm_law_figure(checks)
+    try:
+        assert [ax.get_title() for ax in figure.axes] == list(checks)
+        assert all(len(ax.collections) == 1 for ax in figure.axes)
+    finally:
+        plt.close(figure)

@@ -1,0 +1,491 @@
+"""Training: update rules, the history, stopping, divergence, Ctrl-C and resuming."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+import pytest
+import torch
+from conftest import random_indices
+
+from tflib.cp import CPFactorization
+from tflib.train import AdaptiveStepGD, DivergenceError, History, fit
+
+SHAPE, RANK = (3, 4, 5), 4
+
+
+class InterruptRaised(Exception):
+    """Raised by the SIGINT handler the tests install, if fit failed to install its own."""
+
+
+def raising_handler(signum, frame):
+    raise InterruptRaised
+
+
+@pytest.fixture
+def sigint_guard():
+    """Route SIGINT to a handler that raises, so a fit that ignores Ctrl-C fails the test cleanly
+    instead of stopping the whole session; yields the handler, restores the previous one after."""
+    previous = signal.signal(signal.SIGINT, raising_handler)
+    try:
+        yield raising_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def problem(seed=0, n=30):
+    """Observed indices (some repeated) and targets of a random tensor, in float64."""
+    generator = torch.Generator().manual_seed(seed)
+    indices = random_indices(SHAPE, n, seed=seed)
+    targets = torch.randn(n, dtype=torch.float64, generator=generator)
+    return indices, targets
+
+
+def model(seed=0, init_std=0.5, dtype=torch.float64):
+    return CPFactorization(SHAPE, RANK, init_std, seed=seed, dtype=dtype)
+
+
+def reference_loss(factors, indices, targets):
+    """Mean squared error written out with explicit row products: no tflib code."""
+    product = factors[0][indices[:, 0]]
+    for n in range(1, len(factors)):
+        product = product * factors[n][indices[:, n]]
+    return ((product.sum(dim=1) - targets) ** 2).mean()
+
+
+def sum_of_squares(m):
+    return sum(float(p.detach().pow(2).sum()) for p in m.parameters())
+
+
+def interrupting_metric(at_step_call):
+    """A metric that sends SIGINT to this process on its ``at_step_call``-th call (from 0)."""
+    calls = {"n": 0}
+
+    def metric(m):
+        if calls["n"] == at_step_call:
+            os.kill(os.getpid(), signal.SIGINT)
+        calls["n"] += 1
+        return sum_of_squares(m)
+
+    return metric
+
+
+def same_parameters(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def same_history(a: History, b: History):
+    return (a.steps, a.loss, a.metrics, a.status) == (b.steps, b.loss, b.metrics, b.status)
+
+
+# --- update rules ---------------------------------------------------------------------------------
+
+
+def test_gd_matches_a_hand_written_gradient_descent_loop():
+    indices, targets = problem()
+    trained, lr, steps = model(), 0.05, 25
+    factors = [f.detach().clone().requires_grad_() for f in trained.factors]
+    fit(trained, indices, targets, steps=steps, optimizer="gd", lr=lr, progress=False)
+    for _ in range(steps):
+        grads = torch.autograd.grad(reference_loss(factors, indices, targets), factors)
+        with torch.no_grad():
+            for f, g in zip(factors, grads):
+                f -= lr * g
+    for p, f in zip(trained.factors, factors):
+        torch.testing.assert_close(p.detach(), f.detach(), rtol=1e-12, atol=1e-14)
+
+
+def hand_written_adaptive_gd(factors, loss_fn, steps, lr, beta=0.99, eps=1e-6):
+    v = 0.0
+    for t in range(1, steps + 1):
+        grads = torch.autograd.grad(loss_fn(factors), factors)
+        v = beta * v + (1 - beta) * sum(float((g.double() ** 2).sum()) for g in grads)
+        step = lr / ((v / (1 - beta**t)) ** 0.5 + eps)
+        with torch.no_grad():
+            for f, g in zip(factors, grads):
+                f -= step * g
+    return factors
+
+
+def test_adaptive_gd_optimizer_follows_its_rule():
+    target = torch.linspace(-1, 1, 7, dtype=torch.float64)
+    start = [torch.randn(7, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)]
+
+    def loss_fn(params):
+        return ((params[0] - target) ** 4).sum() + params[1].pow(2).sum() * params[0].sum() ** 2
+
+    params = [p.clone().requires_grad_() for p in start]
+    optimizer = AdaptiveStepGD(params, lr=0.03, beta=0.9, eps=1e-3)
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss_fn(params).backward()
+        optimizer.step()
+    expected = hand_written_adaptive_gd(
+        [p.clone().requires_grad_() for p in start], loss_fn, 15, 0.03, beta=0.9, eps=1e-3
+    )
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.detach(), e.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_fit_adaptive_gd_matches_the_hand_written_rule():
+    indices, targets = problem(seed=1)
+    trained, lr, steps = model(seed=1, init_std=0.1), 0.01, 30
+    factors = [f.detach().clone().requires_grad_() for f in trained.factors]
+    fit(trained, indices, targets, steps=steps, optimizer="adaptive_gd", lr=lr, progress=False)
+    expected = hand_written_adaptive_gd(
+        factors, lambda fs: reference_loss(fs, indices, targets), steps, lr
+    )
+    for p, e in zip(trained.factors, expected):
+        torch.testing.assert_close(p.detach(), e.detach(), rtol=1e-10, atol=1e-13)
+
+
+def test_adaptive_gd_skips_parameters_without_gradient():
+    used, unused = torch.ones(3, requires_grad=True), torch.ones(3, requires_grad=True)
+    optimizer = AdaptiveStepGD([used, unused], lr=0.1)
+    used.sum().backward()
+    optimizer.step()
+    assert torch.equal(unused.detach(), torch.ones(3))
+    assert not torch.equal(used.detach(), torch.ones(3))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"lr": 0.0}, "lr"), ({"beta": 1.0}, "beta")])
+def test_adaptive_gd_rejects_bad_hyperparameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AdaptiveStepGD([torch.zeros(1, requires_grad=True)], **kwargs)
+
+
+def test_adam_runs_and_lowers_the_loss():
+    indices, targets = problem(seed=2)
+    history = fit(
+        model(seed=2), indices, targets, steps=200, optimizer="adam", lr=0.05, progress=False
+    )
+    assert history.status == "budget"
+    assert history.loss[-1] < 0.5 * history.loss[0]
+
+
+# --- the history ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steps", "every", "expected"),
+    [(23, 5, [0, 5, 10, 15, 20, 23]), (20, 5, [0, 5, 10, 15, 20]), (3, 10, [0, 3]), (0, 4, [0])],
+)
+def test_history_records_every_k_steps_and_the_last(steps, every, expected):
+    indices, targets = problem()
+    history = fit(
+        model(),
+        indices,
+        targets,
+        steps=steps,
+        lr=0.01,
+        track={"size": sum_of_squares},
+        track_every=every,
+        progress=False,
+    )
+    assert history.steps == expected
+    assert len(history.loss) == len(history["size"]) == len(expected)
+    assert history["steps"].tolist() == expected
+
+
+def test_history_loss_is_the_mean_squared_error_at_each_recorded_step():
+    indices, targets = problem(seed=3)
+    trained, snapshots = model(seed=3), []
+    track = {"snapshot": lambda m: snapshots.append([f.detach().clone() for f in m.factors]) or 0}
+    history = fit(
+        trained, indices, targets, steps=6, lr=0.05, track=track, track_every=2, progress=False
+    )
+    expected = [float(reference_loss(s, indices, targets)) for s in snapshots]
+    assert history.loss == pytest.approx(expected, rel=1e-12)
+
+
+def test_tensor_valued_metrics_are_recorded_as_lists():
+    indices, targets = problem()
+    history = fit(
+        model(),
+        indices,
+        targets,
+        steps=4,
+        track={"norms": lambda m: m.component_norms()},
+        track_every=2,
+        progress=False,
+    )
+    assert history["norms"].shape == (3, RANK)
+    assert isinstance(history.metrics["norms"][0], list)
+
+
+def test_fit_stops_at_loss_tol_with_status_converged():
+    # a reachable target: a rank-one tensor observed at 20 distinct entries
+    target = torch.einsum("i,j,k->ijk", *(torch.linspace(0.5, 1.5, d) for d in SHAPE)).double()
+    flat = torch.randperm(60, generator=torch.Generator().manual_seed(4))[:20]
+    indices = torch.stack(torch.unravel_index(flat, SHAPE), dim=1)
+    targets = target[tuple(indices.T)]
+    history = fit(
+        model(seed=4),
+        indices,
+        targets,
+        steps=2000,
+        optimizer="adam",
+        lr=0.05,
+        loss_tol=1e-3,
+        track_every=1,
+        progress=False,
+    )
+    assert history.status == "converged"
+    assert history.loss[-1] < 1e-3
+    assert all(loss >= 1e-3 for loss in history.loss[:-1])
+    assert history.steps[-1] < 2000
+
+
+def test_fit_runs_the_budget_with_status_budget():
+    indices, targets = problem()
+    history = fit(model(), indices, targets, steps=12, lr=0.01, loss_tol=1e-30, progress=False)
+    assert history.status == "budget"
+    assert history.steps[-1] == 12
+
+
+def test_fit_converts_targets_to_the_model_dtype():
+    indices, targets = problem()
+    a = fit(model(), indices, targets, steps=3, progress=False)
+    b = fit(model(), indices, targets.float(), steps=3, progress=False)
+    assert a.loss[0] == pytest.approx(b.loss[0], rel=1e-6)
+
+
+def test_identical_seeds_give_identical_runs():
+    runs = []
+    for _ in range(2):
+        trained = model(seed=5, dtype=torch.float32)
+        indices, targets = problem(seed=5)
+        history = fit(
+            trained,
+            indices,
+            targets,
+            steps=30,
+            optimizer="adaptive_gd",
+            track={"size": sum_of_squares},
+            track_every=3,
+            progress=False,
+        )
+        runs.append((trained, history))
+    assert same_parameters(runs[0][0], runs[1][0])
+    assert same_history(runs[0][1], runs[1][1])
+
+
+# --- divergence -----------------------------------------------------------------------------------
+
+
+def test_diverging_run_raises_naming_the_step_and_keeping_the_history():
+    indices, targets = problem(seed=6)
+    with pytest.raises(DivergenceError, match=r"the loss became (nan|inf) at step \d+") as caught:
+        fit(
+            model(seed=6, init_std=1.0),
+            indices,
+            targets,
+            steps=1000,
+            lr=1e4,
+            track={"size": sum_of_squares},
+            track_every=1,
+            progress=False,
+        )
+    step = int(re.search(r"at step (\d+)", str(caught.value)).group(1))
+    history = caught.value.history
+    assert isinstance(caught.value, RuntimeError)
+    assert history.status == "diverged"
+    assert history.steps == list(range(step))
+    assert len(history["size"]) == step
+    assert all(loss == loss and abs(loss) != float("inf") for loss in history.loss)
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_fit_rejects_non_finite_targets(bad):
+    indices, targets = problem()
+    targets[2] = bad
+    with pytest.raises(ValueError, match=r"1 NaN or infinite values \(first at positions \[2\]\)"):
+        fit(model(), indices, targets, steps=1, progress=False)
+
+
+@pytest.mark.parametrize("targets_shape", [(29,), (31,), (30, 1)])
+def test_fit_rejects_targets_of_the_wrong_shape(targets_shape):
+    indices, _ = problem()
+    with pytest.raises(ValueError, match=r"targets must have shape \(M,\) = \(30,\)"):
+        fit(model(), indices, torch.zeros(targets_shape), steps=1, progress=False)
+
+
+@pytest.mark.parametrize("name", ["sgd", "GD", "adamw"])
+def test_fit_rejects_an_unknown_optimizer(name):
+    indices, targets = problem()
+    with pytest.raises(ValueError, match='optimizer must be "gd", "adaptive_gd" or "adam"'):
+        fit(model(), indices, targets, steps=1, optimizer=name, progress=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"steps": -1}, {"steps": 5, "track_every": 0}, {"steps": 5, "checkpoint_every": 0}]
+)
+def test_fit_rejects_bad_step_counts(kwargs):
+    indices, targets = problem()
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        fit(model(), indices, targets, progress=False, **kwargs)
+
+
+def test_fit_rejects_targets_on_another_device_than_indices():
+    indices, targets = problem()
+    with pytest.raises(ValueError, match="different devices.*targets on meta"):
+        fit(model(), indices, targets.to("meta"), steps=1, progress=False)
+
+
+def test_fit_rejects_data_on_another_device_than_the_model():
+    indices, targets = problem()
+    with pytest.raises(ValueError, match="different devices.*model on cpu.*indices on meta"):
+        fit(model(), indices.to("meta"), targets.to("meta"), steps=1, progress=False)
+
+
+# --- Ctrl-C, checkpoints and resuming -------------------------------------------------------------
+
+
+def test_sigint_stops_training_with_status_interrupted(sigint_guard):
+    indices, targets = problem()
+    history = fit(
+        model(),
+        indices,
+        targets,
+        steps=40,
+        track={"size": interrupting_metric(at_step_call=2)},
+        track_every=5,
+        progress=False,
+    )
+    assert history.status == "interrupted"
+    assert history.steps == [0, 5, 10]
+    assert len(history["size"]) == 3
+    assert signal.getsignal(signal.SIGINT) is sigint_guard
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "adaptive_gd", "adam"])
+def test_resuming_an_interrupted_run_gives_the_uninterrupted_result(
+    tmp_path, sigint_guard, optimizer
+):
+    indices, targets = problem(seed=7)
+    options = dict(steps=40, optimizer=optimizer, lr=0.02, track_every=5, progress=False)
+    straight = model(seed=7)
+    expected = fit(straight, indices, targets, track={"size": sum_of_squares}, **options)
+
+    checkpoint = tmp_path / "run.pt"
+    first = fit(
+        model(seed=7),
+        indices,
+        targets,
+        track={"size": interrupting_metric(at_step_call=3)},
+        checkpoint=checkpoint,
+        **options,
+    )
+    assert first.status == "interrupted"
+    assert checkpoint.exists()
+    resumed = model(seed=99)  # the checkpoint, not the init, must decide where training resumes
+    history = fit(
+        resumed, indices, targets, track={"size": sum_of_squares}, checkpoint=checkpoint, **options
+    )
+    assert same_history(history, expected)
+    assert same_parameters(resumed, straight)
+
+
+def test_resuming_from_a_periodic_checkpoint_gives_the_uninterrupted_result(tmp_path):
+    indices, targets = problem(seed=8)
+    options = dict(steps=30, optimizer="adaptive_gd", track_every=4, progress=False)
+    straight = model(seed=8)
+    expected = fit(straight, indices, targets, track={"size": sum_of_squares}, **options)
+
+    checkpoint = tmp_path / "run.pt"
+
+    def crash_at_step_16(m):  # a crash that is not Ctrl-C: only the periodic checkpoint is left
+        crash_at_step_16.calls += 1
+        if crash_at_step_16.calls == 5:  # the record at step 16
+            raise KeyError("crash")
+        return sum_of_squares(m)
+
+    crash_at_step_16.calls = 0
+    with pytest.raises(KeyError):
+        fit(
+            model(seed=8),
+            indices,
+            targets,
+            track={"size": crash_at_step_16},
+            checkpoint=checkpoint,
+            checkpoint_every=7,
+            **options,
+        )
+    resumed = model(seed=8)
+    history = fit(
+        resumed,
+        indices,
+        targets,
+        track={"size": sum_of_squares},
+        checkpoint=checkpoint,
+        checkpoint_every=7,
+        **options,
+    )
+    assert same_history(history, expected)
+    assert same_parameters(resumed, straight)
+
+
+def test_a_finished_checkpoint_returns_at_once(tmp_path):
+    indices, targets = problem(seed=9)
+    checkpoint = tmp_path / "run.pt"
+    trained = model(seed=9)
+    options = dict(steps=12, track_every=5, progress=False, checkpoint=checkpoint)
+    finished = fit(trained, indices, targets, track={"size": sum_of_squares}, **options)
+    calls = []
+    fresh = model(seed=1)
+    again = fit(
+        fresh, indices, targets, track={"size": lambda m: calls.append(1) or 0.0}, **options
+    )
+    assert calls == []
+    assert same_history(again, finished)
+    assert same_parameters(fresh, trained)
+
+
+def test_a_finished_checkpoint_continues_when_the_budget_grows(tmp_path):
+    indices, targets = problem(seed=10)
+    options = dict(track={"size": sum_of_squares}, track_every=4, progress=False)
+    straight = model(seed=10)
+    expected = fit(straight, indices, targets, steps=22, **options)
+
+    checkpoint = tmp_path / "run.pt"
+    short = fit(model(seed=10), indices, targets, steps=10, checkpoint=checkpoint, **options)
+    assert short.steps == [0, 4, 8, 10]
+    longer = model(seed=10)
+    history = fit(longer, indices, targets, steps=22, checkpoint=checkpoint, **options)
+    assert same_history(history, expected)
+    assert same_parameters(longer, straight)
+
+
+def test_a_corrupt_checkpoint_raises_naming_the_file(tmp_path):
+    indices, targets = problem()
+    checkpoint = tmp_path / "broken.pt"
+    checkpoint.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(RuntimeError, match=rf"checkpoint {re.escape(str(checkpoint))} cannot"):
+        fit(model(), indices, targets, steps=5, checkpoint=checkpoint, progress=False)
+
+
+def test_checkpoints_leave_no_partial_file(tmp_path):
+    indices, targets = problem()
+    checkpoint = tmp_path / "sub" / "run.pt"
+    fit(
+        model(),
+        indices,
+        targets,
+        steps=5,
+        checkpoint=checkpoint,
+        checkpoint_every=2,
+        progress=False,
+    )
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["run.pt"]
+
+
+def test_history_round_trips_through_a_dict():
+    history = History(
+        steps=[0, 5], loss=[1.0, 0.5], metrics={"x": [[1, 2], [3, 4]]}, status="budget"
+    )
+    assert History.from_dict(history.to_dict()) == history
