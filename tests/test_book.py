@@ -64,7 +64,8 @@ def test_chapter_is_committed_executed_and_clean(path):
 @pytest.fixture(scope="module")
 def built_book(tmp_path_factory):
     out = tmp_path_factory.mktemp("book")
-    command = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "-W", "-n", "--keep-going"]
+    executable = Path(sys.executable).with_name("jupyter-book")
+    command = [str(executable), "build", str(ROOT), "-W", "-n", "--keep-going"]
     completed = subprocess.run(
         [*command, "--path-output", str(out)], capture_output=True, text=True, cwd=ROOT
     )
