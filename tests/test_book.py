@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,22 @@ def test_chapter_renders_theorems_exercises_and_citations(built_book):
     assert "solution" in page and "dropdown" in page, "solutions are folded away"
     assert "Razin" in page, "citations resolve to author names"
     assert "<img" in page, "figures are embedded"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (.ci/run installs it)")
+def test_math_renders_in_a_browser_without_network(built_book, tmp_path):
+    """Open the chapter from disk in headless Chromium, network off, and count typeset formulas."""
+    page = (built_book / "book" / "cp_dynamics.html").as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    flags += ["--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path}"]
+    completed = subprocess.run(
+        [CHROMIUM, *flags, "--virtual-time-budget=15000", "--dump-dom", page],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    typeset = completed.stdout.count("<mjx-container")
+    assert typeset > 50, f"MathJax typeset only {typeset} formulas offline"
