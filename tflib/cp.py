@@ -115,13 +115,13 @@ def _khatri_rao_backward(
         return [grad]
     dims, rank = [m.shape[0] for m in matrices], grad.shape[1]
     grad = grad.reshape(*dims, rank)
-    return [
-        (
-            grad.movedim(k, 0).reshape(dims[k], -1, rank)
-            * khatri_rao([m for j, m in enumerate(matrices) if j != k])
-        ).sum(dim=1)
-        for k in range(len(matrices))
-    ]
+    grads = []
+    for k in range(len(matrices)):
+        # the product of the other matrices, laid out along their own axes (size 1 along axis k)
+        others = khatri_rao([m for j, m in enumerate(matrices) if j != k])
+        others = others.reshape(*[1 if j == k else d for j, d in enumerate(dims)], rank)
+        grads.append((grad * others).sum(dim=[j for j in range(len(dims)) if j != k]))
+    return grads
 
 
 class _DenseEntries(torch.autograd.Function):

@@ -259,7 +259,7 @@ def fit(
     with _interrupt_between_steps() as interrupt, contextlib.closing(bar):
         while not interrupt["raised"]:
             opt.zero_grad(set_to_none=True)
-            loss = (model(indices) - targets).pow(2).mean()
+            loss = nn.functional.mse_loss(model(indices), targets)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 history.status = "diverged"
