@@ -75,7 +75,8 @@ def built_book(tmp_path_factory):
 
 
 def test_book_builds_every_page(built_book):
-    for page in ("book/intro.html", "book/cp_dynamics.html", "book/references.html"):
+    pages = ("book/intro.html", "book/cp_dynamics.html", "book/api.html", "book/references.html")
+    for page in pages:
         assert (built_book / page).exists(), page
     assert not list(built_book.rglob("*pytest_cache*")), "caches must not become pages"
 
@@ -93,6 +94,9 @@ def test_chapter_renders_theorems_exercises_and_citations(built_book):
     assert "solution" in page and "dropdown" in page, "solutions are folded away"
     assert "Razin" in page, "citations resolve to author names"
     assert "<img" in page, "figures are embedded"
+    assert 'href="api.html#tflib.theory.component_norm_rates"' in page, (
+        "tflib names link to the API"
+    )
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -172,6 +172,8 @@ def _dense_entries(factors: Sequence[torch.Tensor], indices: torch.Tensor) -> to
 def cp_to_tensor(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     r"""The full tensor :math:`\sum_r \mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N`.
 
+    Explained in the CP dynamics chapter.
+
     Parameters
     ----------
     factors : sequence of N tensors of shape (d_n, R)
@@ -179,8 +181,6 @@ def cp_to_tensor(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     Returns
     -------
     tensor of shape (d_1, ..., d_N)
-
-    Explained in the CP dynamics chapter.
     """
     shape = check_factors(factors)
     return _dense(factors).reshape(shape)
@@ -212,6 +212,8 @@ def cp_entries(
 ) -> torch.Tensor:
     r"""Entries :math:`\mathcal{W}_{i_1 \ldots i_N}` of a CP tensor at a list of multi-indices.
 
+    Explained in the CP dynamics chapter.
+
     Parameters
     ----------
     factors : sequence of N tensors of shape (d_n, R)
@@ -224,8 +226,6 @@ def cp_entries(
     Returns
     -------
     tensor of shape (M,)
-
-    Explained in the CP dynamics chapter.
     """
     check_method(method)
     shape = check_factors(factors)
@@ -252,6 +252,8 @@ def _entries(factors: Sequence[torch.Tensor], indices: torch.Tensor, method: str
 def component_norms(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     r"""Frobenius norms of the R rank-one components of a CP factorization.
 
+    Explained in the CP dynamics chapter.
+
     The r-th component is :math:`\mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N`; its norm is
     the product of the norms of its factor vectors, :math:`\prod_n \|\mathbf{w}_r^n\|`.
 
@@ -262,8 +264,6 @@ def component_norms(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     Returns
     -------
     tensor of shape (R,)
-
-    Explained in the CP dynamics chapter.
     """
     check_factors(factors)
     return torch.stack([f.norm(dim=0) for f in factors]).prod(dim=0)
@@ -288,6 +288,8 @@ def balance_factors(factors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 class CPFactorization(nn.Module):
     r"""A CP tensor whose factor vectors are trainable parameters.
 
+    Explained in the CP dynamics chapter.
+
     :math:`\mathcal{W} = \sum_{r=1}^R \mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N`.
 
     Parameters
@@ -306,8 +308,6 @@ class CPFactorization(nn.Module):
     ----------
     factors : ``nn.ParameterList`` of N parameters of shape (d_n, R); set them by hand with
         ``model.factors[n].data.copy_(...)`` or :meth:`set_factors`.
-
-    Explained in the CP dynamics chapter.
     """
 
     def __init__(

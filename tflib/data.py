@@ -33,6 +33,8 @@ def random_cp_tensor(
 ) -> torch.Tensor:
     r"""A random tensor of CP rank at most ``rank``, as in the paper's experiments.
 
+    Explained in the CP dynamics chapter.
+
     The factors :math:`W^n \in \mathbb{R}^{d_n \times R}` have i.i.d. standard normal entries; the
     tensor :math:`\mathcal{W}^* = \sum_r \mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N` is
     then rescaled to Frobenius norm ``fro_norm`` (left as drawn if ``fro_norm`` is None).
@@ -41,8 +43,6 @@ def random_cp_tensor(
     Returns
     -------
     tensor of shape ``shape``
-
-    Explained in the CP dynamics chapter.
     """
     shape = tuple(int(d) for d in shape)
     if not shape or min(shape) < 1:
@@ -70,11 +70,11 @@ def sample_entries(
 ) -> torch.Tensor:
     """``n`` distinct multi-indices drawn uniformly without replacement from a tensor of ``shape``.
 
+    Explained in the CP dynamics chapter.
+
     Returns
     -------
     int64 tensor of shape (n, N), rows in the order drawn
-
-    Explained in the CP dynamics chapter.
     """
     shape = tuple(int(d) for d in shape)
     total = math.prod(shape)

@@ -1,6 +1,6 @@
 """The figures the chapters draw, in one style.
 
-Every function takes plain arrays (or a result object of :mod:`tflib.experiments`), draws on a
+Every function takes plain arrays (or a result of the ``tflib.experiments`` module), draws on a
 given ``matplotlib`` axis or a new figure, and returns what it drew on, so a chapter can adjust it.
 """
 
@@ -54,12 +54,12 @@ def plot_component_norms(
 ) -> Axes:
     """Norms of the largest components against iterations, one line per rank (largest first).
 
+    Explained in the CP dynamics chapter.
+
     Parameters
     ----------
     steps : (T,) recorded iterations
     norms : (T, K) the K largest component norms at each recorded iteration
-
-    Explained in the CP dynamics chapter.
     """
     ax = _axis(ax)
     norms = np.asarray(norms)
@@ -81,11 +81,11 @@ def plot_errors(
 ) -> Axes:
     """Curves of an error against iterations, one per label (e.g. per init scale).
 
+    Explained in the CP dynamics chapter.
+
     Parameters
     ----------
     curves : label -> (steps, values)
-
-    Explained in the CP dynamics chapter.
     """
     ax = _axis(ax)
     for color, (label, (steps, values)) in zip(itertools.cycle(COLORS), curves.items()):
@@ -120,12 +120,12 @@ def dynamics_figure(
 def norm_law_figure(checks: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
     """Measured against predicted rates of change of component norms, one panel per order.
 
+    Explained in the CP dynamics chapter.
+
     Parameters
     ----------
     checks : panel title -> (predicted, measured), arrays of the same shape; points on the
         diagonal agree with the theorem.
-
-    Explained in the CP dynamics chapter.
     """
     fig, axes = plt.subplots(1, len(checks), figsize=(3.3 * len(checks), 3.2), layout="constrained")
     for ax, color, (title, (predicted, measured)) in zip(

@@ -37,6 +37,8 @@ def component_norm_rates(
 ) -> torch.Tensor:
     r"""The rate :math:`\frac{d}{dt}\|\mathcal{W}_r\|` the component-norm theorem predicts.
 
+    Explained in the CP dynamics chapter.
+
     For a balanced factorization (:math:`\|\mathbf{w}_r^1\| = \cdots = \|\mathbf{w}_r^N\|`, which
     gradient flow preserves), Theorem 1 of Razin, Maman & Cohen (2021) gives exactly
 
@@ -53,8 +55,6 @@ def component_norm_rates(
     Returns
     -------
     tensor of shape (R,)
-
-    Explained in the CP dynamics chapter.
     """
     order = len(factors)
     norms = component_norms(factors)

@@ -189,6 +189,8 @@ def fit(
 ) -> History:
     r"""Minimize the mean squared error over observed entries and record how training went.
 
+    Explained in the CP dynamics chapter.
+
     Parameters
     ----------
     model : maps an ``(M, N)`` tensor of multi-indices to the ``(M,)`` predicted entries
@@ -212,8 +214,6 @@ def fit(
     Raises
     ------
     DivergenceError : the loss became NaN or infinite; it names the step and carries the history.
-
-    Explained in the CP dynamics chapter.
     """
     if steps < 0 or track_every < 1 or checkpoint_every < 1:
         raise ValueError("steps must be >= 0, track_every and checkpoint_every >= 1")
