@@ -11,7 +11,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from tflib.plots import dynamics_figure, norm_law_figure, plot_component_norms, plot_errors
+from tflib.experiments import DynamicsConfig, DynamicsResult
+from tflib.plots import (
+    dynamics_figure,
+    dynamics_result_figure,
+    norm_law_figure,
+    plot_component_norms,
+    plot_errors,
+)
+from tflib.train import History
 
 matplotlib.use("Agg")
 
@@ -108,3 +116,24 @@ def test_norm_law_figure_fills_every_panel_even_beyond_the_palette():
         assert all(len(ax.collections) == 1 for ax in figure.axes)
     finally:
         plt.close(figure)
+
+
+@COMPARE
+def test_dynamics_result_figure_draws_the_smallest_init_and_every_error_curve():
+    config = DynamicsConfig(init_stds=(5e-2, 5e-3), seeds=(0,))
+    errors = synthetic_errors(STEPS)
+    runs = {
+        (0, std): History(
+            steps=STEPS.tolist(),
+            loss=[0.0] * len(STEPS),
+            metrics={"norms": (scale * synthetic_norms(STEPS)).tolist(), "error": list(curve[1])},
+            status="converged",
+        )
+        for scale, std, curve in zip((2.0, 1.0), config.init_stds, errors.values())
+    }
+    figure = dynamics_result_figure(DynamicsResult(config, runs))
+    left, right = figure.axes
+    assert left.get_title() == "component norms, init 0.005"
+    assert [line.get_label() for line in right.get_lines()] == ["init 0.05", "init 0.005"]
+    np.testing.assert_allclose(left.get_lines()[0].get_ydata(), synthetic_norms(STEPS)[:, 0])
+    return figure

@@ -116,6 +116,23 @@ def dynamics_figure(
     return fig
 
 
+def dynamics_result_figure(result, seed: int | None = None) -> Figure:
+    """:func:`dynamics_figure` of a :class:`~tflib.experiments.dynamics.DynamicsResult`.
+
+    Component norms for the smallest init scale, reconstruction errors for every init scale, all
+    of one seed (the first if not given).
+
+    Explained in the CP dynamics chapter.
+    """
+    stds = result.config.init_stds
+    smallest = result.history(min(stds), seed)
+    curves = {
+        f"init {s:g}": (result.history(s, seed)["steps"], result.history(s, seed)["error"])
+        for s in stds
+    }
+    return dynamics_figure(smallest["steps"], smallest["norms"], f"init {min(stds):g}", curves)
+
+
 @styled
 def norm_law_figure(checks: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
     """Measured against predicted rates of change of component norms, one panel per order.

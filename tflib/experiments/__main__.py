@@ -15,7 +15,7 @@ DTYPES = ("float32", "float64")
 def dynamics_main(args: argparse.Namespace) -> None:
     import torch
 
-    from tflib.plots import dynamics_figure
+    from tflib.plots import dynamics_result_figure
 
     overrides = {"seeds": tuple(args.seeds)} if args.seeds else {}
     if args.max_steps is not None:
@@ -36,17 +36,7 @@ def dynamics_main(args: argparse.Namespace) -> None:
         return
     for std, errors in result.final_errors().items():
         print(f"init {std:g}: final reconstruction error " + ", ".join(f"{e:.3g}" for e in errors))
-    smallest = min(config.init_stds)
-    first = result.history(smallest)
-    figure = dynamics_figure(
-        first["steps"],
-        first["norms"],
-        f"init {smallest:g}",
-        {
-            f"init {std:g}": (result.history(std)["steps"], result.history(std)["error"])
-            for std in config.init_stds
-        },
-    )
+    figure = dynamics_result_figure(result)
     figure.savefig(out / "dynamics.png", bbox_inches="tight")
     print(f"results in {out / 'results.json'}, figure in {out / 'dynamics.png'}")
 
