@@ -90,8 +90,12 @@ def test_math_is_served_offline(built_book):
 
 def test_chapter_renders_theorems_exercises_and_citations(built_book):
     page = (built_book / "book" / "cp_dynamics.html").read_text()
-    assert 'class="proof theorem' in page or "theorem admonition" in page
-    assert "solution" in page and "dropdown" in page, "solutions are folded away"
+    assert 'class="proof theorem admonition"' in page
+    exercises = page.count('class="exercise admonition"')
+    assert exercises >= 3, f"only {exercises} exercises"
+    assert page.count('class="solution dropdown admonition"') == exercises, (
+        "every exercise has a solution, folded away in a dropdown"
+    )
     assert "Razin" in page, "citations resolve to author names"
     assert "<img" in page, "figures are embedded"
     assert 'href="api.html#tflib.theory.component_norm_rates"' in page, (

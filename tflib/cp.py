@@ -252,10 +252,10 @@ def _entries(factors: Sequence[torch.Tensor], indices: torch.Tensor, method: str
 def component_norms(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     r"""Frobenius norms of the R rank-one components of a CP factorization.
 
-    Explained in the CP dynamics chapter.
-
     The r-th component is :math:`\mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N`; its norm is
     the product of the norms of its factor vectors, :math:`\prod_n \|\mathbf{w}_r^n\|`.
+
+    Explained in the CP dynamics chapter.
 
     Parameters
     ----------
@@ -288,9 +288,9 @@ def balance_factors(factors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 class CPFactorization(nn.Module):
     r"""A CP tensor whose factor vectors are trainable parameters.
 
-    Explained in the CP dynamics chapter.
-
     :math:`\mathcal{W} = \sum_{r=1}^R \mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N`.
+
+    Explained in the CP dynamics chapter.
 
     Parameters
     ----------

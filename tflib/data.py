@@ -33,12 +33,12 @@ def random_cp_tensor(
 ) -> torch.Tensor:
     r"""A random tensor of CP rank at most ``rank``, as in the paper's experiments.
 
-    Explained in the CP dynamics chapter.
-
     The factors :math:`W^n \in \mathbb{R}^{d_n \times R}` have i.i.d. standard normal entries; the
     tensor :math:`\mathcal{W}^* = \sum_r \mathbf{w}_r^1 \otimes \cdots \otimes \mathbf{w}_r^N` is
     then rescaled to Frobenius norm ``fro_norm`` (left as drawn if ``fro_norm`` is None).
     Drawn in float64 on the CPU, so a seed gives the same tensor on every device.
+
+    Explained in the CP dynamics chapter.
 
     Returns
     -------

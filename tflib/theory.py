@@ -37,8 +37,6 @@ def component_norm_rates(
 ) -> torch.Tensor:
     r"""The rate :math:`\frac{d}{dt}\|\mathcal{W}_r\|` the component-norm theorem predicts.
 
-    Explained in the CP dynamics chapter.
-
     For a balanced factorization (:math:`\|\mathbf{w}_r^1\| = \cdots = \|\mathbf{w}_r^N\|`, which
     gradient flow preserves), Theorem 1 of Razin, Maman & Cohen (2021) gives exactly
 
@@ -46,6 +44,8 @@ def component_norm_rates(
         \frac{d}{dt}\|\mathcal{W}_r\| = N \, \|\mathcal{W}_r\|^{2 - 2/N}
         \left\langle -\nabla \mathcal{L}(\mathcal{W}),\, \widehat{\mathcal{W}}_r \right\rangle,
         \qquad \widehat{\mathcal{W}}_r = \mathcal{W}_r / \|\mathcal{W}_r\| .
+
+    Explained in the CP dynamics chapter.
 
     Parameters
     ----------
