@@ -1,12 +1,19 @@
-"""Per-step time of tflib's training step against the dense-observation method, side by side.
+"""Per-step time of training at the paper's dynamics setting, measured as ``fit`` runs it.
 
-The setting is the paper's dynamics experiment: an order-4 tensor with 10 entries per mode,
-2,000 observed entries, a CP factorization with R = 1,000 components. The dense-observation
-method (the one the original research code used) builds a one-hot tensor of shape
-(M, d_1, ..., d_N) marking the observed entries, multiplies it by the full tensor and sums.
+The setting: an order-4 tensor with 10 entries per mode, 2,000 observed entries, a CP
+factorization with R = 1,000 components, the paper's adaptive step, the reconstruction error
+tracked every 25 steps. Three things are timed side by side, in short alternating rounds so that
+machine noise hits all alike:
 
-Both methods take the same gradient-descent step on the same loss; their gradients are checked to
-agree before timing. Timings alternate between the methods, so machine noise hits both alike.
+* **tflib**: ``fit`` on :class:`tflib.CPFactorization` (the fused dense loss and gradient);
+* **dense observation**: ``fit`` on a model computing the observed entries as the original research
+  code did, a one-hot tensor of shape (M, d_1, ..., d_N) marking the observed entries, multiplied
+  by the full tensor and summed;
+* **floor**: the three 100 x 1000 x 100 matrix products no method of this kind avoids (the full
+  tensor as L R^T and the gradients G R and G^T L), and the floor plus the Khatri–Rao products'
+  own passes over the 100 x 1000 matrices (forward and backward), which are memory-bound.
+
+Both models' gradients are checked to agree before timing.
 
 Run: ``python benchmarks/dynamics_step.py``.
 """
@@ -18,9 +25,12 @@ import statistics
 import time
 
 import torch
+from torch import nn
 
 import tflib
+from tflib.cp import _khatri_rao_backward, khatri_rao
 from tflib.data import observe, random_cp_tensor, sample_entries
+from tflib.metrics import normalized_reconstruction_error
 
 SHAPE, TARGET_RANK, N_OBSERVED, RANK = (10, 10, 10, 10), 5, 2000, 1000
 #: Steps the paper-scale figure takes for its three init scales (seed 0, measured): 3,758 + 4,947
@@ -28,34 +38,51 @@ SHAPE, TARGET_RANK, N_OBSERVED, RANK = (10, 10, 10, 10), 5, 2000, 1000
 FIGURE_STEPS = 26_000
 
 
-def dense_observation_entries(factors, one_hot: torch.Tensor) -> torch.Tensor:
-    """Observed entries as the research code computed them: one-hot mask times the full tensor."""
-    full = torch.einsum("ar,br,cr,dr->abcd", *factors)
-    return (one_hot * full).flatten(start_dim=1).sum(dim=1)
+class DenseObservationCP(tflib.CPFactorization):
+    """The research code's method: a one-hot tensor marking each observation times the tensor."""
+
+    def __init__(self, *args, one_hot: torch.Tensor, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.one_hot = one_hot
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        full = torch.einsum("ar,br,cr,dr->abcd", *self.factors)
+        return (self.one_hot * full).flatten(start_dim=1).sum(dim=1)
+
+    loss_and_gradients = None  # fit differentiates forward by autograd, as the research code did
 
 
-def gd_step(model, entries, targets, lr: float = 1e-2) -> None:
-    model.zero_grad(set_to_none=True)
-    loss = (entries() - targets).pow(2).mean()
-    loss.backward()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(p.grad, alpha=-lr)
+def seconds_per_step(model: nn.Module, indices, targets, target, steps: int) -> float:
+    track = {"error": lambda m: normalized_reconstruction_error(m.full(), target)}
+    start = time.perf_counter()
+    tflib.fit(
+        model, indices, targets, steps=steps, optimizer="adaptive_gd", track=track, progress=False
+    )
+    return (time.perf_counter() - start) / steps
 
 
-def time_steps(step, repeats: int) -> float:
-    """Median over ``repeats`` of the wall time of one call of ``step``, in seconds."""
+def floor_seconds(repeats: int, with_khatri_rao: bool) -> float:
+    """Median time of the three matrix products (and optionally the Khatri–Rao passes)."""
+    factors = [torch.randn(d, RANK) for d in SHAPE]
+    left, right = khatri_rao(factors[:2]), khatri_rao(factors[2:])
+    scattered = torch.randn(100, 100)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        step()
+        if with_khatri_rao:
+            left, right = khatri_rao(factors[:2]), khatri_rao(factors[2:])
+        _ = left @ right.T
+        grad_left, grad_right = scattered @ right, scattered.T @ left
+        if with_khatri_rao:
+            _khatri_rao_backward(grad_left, factors[:2])
+            _khatri_rao_backward(grad_right, factors[2:])
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15, help="alternations of the two methods")
+    parser.add_argument("--rounds", type=int, default=15, help="alternations of the methods")
     args = parser.parse_args()
 
     target = random_cp_tensor(SHAPE, TARGET_RANK, seed=0)
@@ -63,35 +90,40 @@ def main() -> None:
     targets = observe(target, indices)
     one_hot = torch.zeros(N_OBSERVED, *SHAPE)
     one_hot[(torch.arange(N_OBSERVED), *indices.T)] = 1.0
-
-    model = tflib.CPFactorization(SHAPE, RANK, init_std=1e-2, seed=2)
-    ours = lambda: model(indices)  # noqa: E731
-    theirs = lambda: dense_observation_entries(list(model.factors), one_hot)  # noqa: E731
+    ours = tflib.CPFactorization(SHAPE, RANK, init_std=1e-2, seed=2)
+    theirs = DenseObservationCP(SHAPE, RANK, init_std=1e-2, seed=2, one_hot=one_hot)
 
     grads = []
-    for entries in (ours, theirs):
-        model.zero_grad()
-        (entries() - targets).pow(2).mean().backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
+    for model in (ours, theirs):
+        grads.append(tflib.train.loss_and_gradients(model, indices, targets)[1])
     worst = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(*grads))
     assert worst < 1e-4, f"the two methods disagree on the gradient (relative {worst:.1e})"
 
-    tflib_times, dense_times = [], []
-    for _ in range(args.rounds):  # short alternating rounds: a burst of load hits both methods
-        tflib_times.append(time_steps(lambda: gd_step(model, ours, targets), repeats=60))
-        dense_times.append(time_steps(lambda: gd_step(model, theirs, targets), repeats=3))
-    ratios = sorted(d / t for d, t in zip(dense_times, tflib_times))
-    ours_s, theirs_s = statistics.median(tflib_times), statistics.median(dense_times)
+    rounds = {"tflib": [], "dense": [], "floor": [], "floor_kr": []}
+    for _ in range(args.rounds):  # short alternating rounds: a burst of load hits every method
+        rounds["tflib"].append(seconds_per_step(ours, indices, targets, target, steps=100))
+        rounds["dense"].append(seconds_per_step(theirs, indices, targets, target, steps=3))
+        rounds["floor"].append(floor_seconds(100, with_khatri_rao=False))
+        rounds["floor_kr"].append(floor_seconds(100, with_khatri_rao=True))
+    median = {name: statistics.median(times) for name, times in rounds.items()}
+    speedups = sorted(d / t for d, t in zip(rounds["dense"], rounds["tflib"]))
+    over_floor = sorted(t / f for t, f in zip(rounds["tflib"], rounds["floor"]))
     print(f"threads: {torch.get_num_threads()}, gradients agree to {worst:.1e} (relative)")
-    print(f"tflib step:             {ours_s * 1e3:7.2f} ms  (median of {args.rounds} rounds)")
-    print(f"dense-observation step: {theirs_s * 1e3:7.2f} ms")
+    print(f"tflib fit step:             {median['tflib'] * 1e3:7.3f} ms  (median of rounds)")
+    print(f"dense-observation fit step: {median['dense'] * 1e3:7.3f} ms")
+    print(f"floor, 3 matrix products:   {median['floor'] * 1e3:7.3f} ms")
+    print(f"floor + Khatri-Rao passes:  {median['floor_kr'] * 1e3:7.3f} ms")
     print(
-        f"speed-up:               {statistics.median(ratios):7.1f}x  "
-        f"(rounds ranged {ratios[0]:.0f}x to {ratios[-1]:.0f}x)"
+        f"speed-up over dense observation: {statistics.median(speedups):6.1f}x "
+        f"(rounds ranged {speedups[0]:.0f}x to {speedups[-1]:.0f}x)"
     )
     print(
-        f"projected figure ({FIGURE_STEPS:,} steps): tflib {FIGURE_STEPS * ours_s:.0f} s, "
-        f"dense-observation {FIGURE_STEPS * theirs_s / 60:.0f} min"
+        f"tflib step / floor:               {statistics.median(over_floor):6.2f}x "
+        f"(rounds ranged {over_floor[0]:.2f}x to {over_floor[-1]:.2f}x)"
+    )
+    print(
+        f"projected figure ({FIGURE_STEPS:,} steps): tflib {FIGURE_STEPS * median['tflib']:.0f} s,"
+        f" dense observation {FIGURE_STEPS * median['dense'] / 60:.0f} min"
     )
 
 

@@ -467,6 +467,29 @@ def test_forward_still_computes_after_the_indices_are_cached():
     torch.testing.assert_close(model(indices), 2 * first)
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4), (2, 3, 2, 3), (4,)])
+def test_loss_and_gradients_match_autograd_of_a_loop_reference(shape, method):
+    model = CPFactorization(shape, RANK, 0.7, seed=7, dtype=torch.float64, method=method)
+    indices = requested_indices(shape, seed=7)
+    targets = torch.randn(
+        len(indices), dtype=torch.float64, generator=torch.Generator().manual_seed(7)
+    )
+    factors = [f.detach().clone().requires_grad_() for f in model.factors]
+    expected = ((reference_entries(factors, indices) - targets) ** 2).mean()
+    expected_grads = torch.autograd.grad(expected, factors)
+    loss, grads = model.loss_and_gradients(indices, targets)
+    torch.testing.assert_close(loss, expected.detach(), rtol=1e-12, atol=1e-14)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_loss_and_gradients_rejects_targets_that_do_not_match():
+    model = CPFactorization((3, 4), RANK, 0.1)
+    with pytest.raises(ValueError, match=r"targets of shape \(3,\) do not match"):
+        model.loss_and_gradients(torch.tensor([[0, 0], [2, 3]]), torch.zeros(3))
+
+
 # --- bad input ------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 
+import numpy as np
 import pytest
 import torch
 from conftest import random_indices
@@ -482,6 +483,139 @@ def test_checkpoints_leave_no_partial_file(tmp_path):
         progress=False,
     )
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["run.pt"]
+
+
+def test_a_checkpoint_carrying_an_arbitrary_object_is_refused(tmp_path):
+    indices, targets = problem()
+    checkpoint = tmp_path / "foreign.pt"
+    torch.save({"model": {}, "payload": CodeCarrier()}, checkpoint)
+    with pytest.raises(RuntimeError, match=r"holds objects other than tensors and plain data"):
+        fit(model(), indices, targets, steps=5, checkpoint=checkpoint, progress=False)
+    assert CodeCarrier.unpickled == 0, "loading must not run the object's code"
+
+
+class CodeCarrier:
+    """An object whose unpickling runs code: what a malicious checkpoint would carry."""
+
+    unpickled = 0
+
+    def __reduce__(self):
+        return (CodeCarrier._ran, ())
+
+    @staticmethod
+    def _ran():
+        CodeCarrier.unpickled += 1
+        return CodeCarrier
+
+
+def test_checkpoints_are_plain_tensors_and_data(tmp_path):
+    indices, targets = problem()
+    checkpoint = tmp_path / "run.pt"
+    options = dict(steps=6, optimizer="adaptive_gd", progress=False, checkpoint=checkpoint)
+    fit(model(), indices, targets, track={"size": sum_of_squares}, **options)
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["history"]["status"] == "budget" and state["step"] == 6
+
+
+# --- mini-batches ---------------------------------------------------------------------------------
+
+
+def test_mini_batch_steps_match_a_hand_written_loop():
+    indices, targets = problem(seed=11, n=10)
+    trained, lr, steps, batch = model(seed=11), 0.05, 7, 4  # batches of 4, 4, 2 per epoch
+    factors = [f.detach().clone().requires_grad_() for f in trained.factors]
+    history = fit(
+        trained,
+        indices,
+        targets,
+        steps=steps,
+        lr=lr,
+        batch_size=batch,
+        seed=3,
+        track_every=1,
+        progress=False,
+    )
+    losses = []
+    for step in range(steps + 1):
+        epoch, k = divmod(step, 3)
+        rows = torch.from_numpy(np.random.default_rng([3, epoch]).permutation(10))
+        rows = rows[k * batch : (k + 1) * batch]
+        loss = reference_loss(factors, indices[rows], targets[rows])
+        losses.append(float(loss.detach()))
+        if step < steps:
+            grads = torch.autograd.grad(loss, factors)
+            with torch.no_grad():
+                for f, g in zip(factors, grads):
+                    f -= lr * g
+    assert history.loss == pytest.approx(losses, rel=1e-12)
+    for p, f in zip(trained.factors, factors):
+        torch.testing.assert_close(p.detach(), f.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_every_epoch_visits_every_observation_once():
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, indices):
+            seen.append(indices[:, 0].tolist())
+            return self.weight * indices[:, 0]
+
+    indices = torch.arange(11)[:, None]
+    fit(Recorder(), indices, torch.zeros(11), steps=8, batch_size=3, progress=False)
+    epochs = [sum(seen[e * 4 : (e + 1) * 4], []) for e in range(2)]
+    assert [sorted(e) for e in epochs] == [list(range(11))] * 2
+    assert epochs[0] != epochs[1], "each epoch draws a new order"
+
+
+def test_resuming_a_mini_batch_run_gives_the_uninterrupted_result(tmp_path, sigint_guard):
+    indices, targets = problem(seed=12)
+    options = dict(steps=40, optimizer="adam", lr=0.02, batch_size=7, seed=5, track_every=5)
+    straight = model(seed=12)
+    expected = fit(
+        straight, indices, targets, track={"size": sum_of_squares}, progress=False, **options
+    )
+    checkpoint = tmp_path / "run.pt"
+    first = fit(
+        model(seed=12),
+        indices,
+        targets,
+        track={"size": interrupting_metric(at_step_call=3)},
+        checkpoint=checkpoint,
+        progress=False,
+        **options,
+    )
+    assert first.status == "interrupted"
+    resumed = model(seed=99)
+    history = fit(
+        resumed,
+        indices,
+        targets,
+        track={"size": sum_of_squares},
+        checkpoint=checkpoint,
+        progress=False,
+        **options,
+    )
+    assert same_history(history, expected)
+    assert same_parameters(resumed, straight)
+
+
+@pytest.mark.parametrize("batch_size", [0, -3])
+def test_fit_rejects_a_bad_batch_size(batch_size):
+    indices, targets = problem()
+    with pytest.raises(ValueError, match="batch_size must be a positive number"):
+        fit(model(), indices, targets, steps=1, batch_size=batch_size, progress=False)
+
+
+def test_a_batch_larger_than_the_data_is_full_batch_descent():
+    indices, targets = problem(seed=13)
+    a, b = model(seed=13), model(seed=13)
+    fit(a, indices, targets, steps=5, lr=0.05, progress=False)
+    fit(b, indices, targets, steps=5, lr=0.05, batch_size=1000, progress=False)
+    assert same_parameters(a, b)
 
 
 def test_history_round_trips_through_a_dict():

@@ -124,13 +124,30 @@ def _khatri_rao_backward(
     return grads
 
 
+def _dense_factor_gradients(
+    scattered: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    factors: Sequence[torch.Tensor],
+    split: int,
+) -> list[torch.Tensor]:
+    r"""Gradients of :math:`\langle G, L R^\top \rangle` with respect to each factor.
+
+    :math:`G` is a ``(P, Q)`` gradient on the full tensor; the gradients of :math:`L` and
+    :math:`R` are :math:`G R` and :math:`G^\top L`, then the Khatri–Rao products' chain rule.
+    """
+    return [
+        *_khatri_rao_backward(scattered @ right, factors[:split]),
+        *_khatri_rao_backward(scattered.T @ left, factors[split:]),
+    ]
+
+
 class _DenseEntries(torch.autograd.Function):
     r"""Entries of :math:`\mathcal{W} = L R^\top` at flat positions, with a closed-form gradient.
 
     :math:`L` and :math:`R` are the Khatri–Rao products of the first k and the last N - k factors.
-    With :math:`G` the gradient scattered onto the full tensor (as a matrix), the gradients are
-    :math:`G R` and :math:`G^\top L`, then the Khatri–Rao products' own chain rule. Second
-    derivatives are refused; use ``method="gather"`` for them.
+    The gradient is scattered onto the full tensor and passed to :func:`_dense_factor_gradients`.
+    Second derivatives are refused; use ``method="gather"`` for them.
     """
 
     @staticmethod
@@ -146,12 +163,27 @@ class _DenseEntries(torch.autograd.Function):
         flat, left, right, *factors = ctx.saved_tensors
         scattered = grad.new_zeros(left.shape[0] * right.shape[0]).index_add_(0, flat, grad)
         scattered = scattered.reshape(left.shape[0], right.shape[0])
-        return (
-            None,
-            None,
-            *_khatri_rao_backward(scattered @ right, factors[: ctx.split]),
-            *_khatri_rao_backward(scattered.T @ left, factors[ctx.split :]),
-        )
+        return None, None, *_dense_factor_gradients(scattered, left, right, factors, ctx.split)
+
+
+def _dense_squared_error(
+    flat: torch.Tensor, targets: torch.Tensor, split: int, factors: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    r"""The loss :math:`\frac1M \sum_m (\mathcal{W}_{i^{(m)}} - y_m)^2` and its gradient with
+    respect to every factor, in closed form on the dense path.
+
+    One pass builds the full tensor and the residuals at the observed (flat) positions; the
+    gradient scatters :math:`\frac2M` times the residuals onto the full tensor and applies
+    :func:`_dense_factor_gradients`. No autograd graph is built: this is the training step of the
+    dynamics chapter at the speed of its three matrix products.
+    """
+    left, right = khatri_rao(factors[:split]), khatri_rao(factors[split:])
+    residual = (left @ right.T).reshape(-1).take(flat) - targets
+    scattered = residual.new_zeros(left.shape[0] * right.shape[0])
+    scattered.index_add_(0, flat, residual * (2 / len(residual)))
+    scattered = scattered.reshape(left.shape[0], right.shape[0])
+    loss = residual.dot(residual) / len(residual)
+    return loss, _dense_factor_gradients(scattered, left, right, factors, split)
 
 
 def _dense(factors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -334,7 +366,7 @@ class CPFactorization(nn.Module):
             )
         check_method(method)
         self.shape, self.rank, self.method = shape, int(rank), method
-        self._checked_indices: tuple[torch.Tensor, int] | None = None
+        self._checked_indices: tuple[torch.Tensor, int, torch.Tensor] | None = None
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.factors = nn.ParameterList(
             nn.Parameter(
@@ -355,17 +387,42 @@ class CPFactorization(nn.Module):
     def device(self) -> torch.device:
         return self.factors[0].device
 
-    def forward(self, indices: torch.Tensor) -> torch.Tensor:
-        """Entries at the ``(M, N)`` multi-indices, shape ``(M,)``.
-
-        The indices are checked once: training passes the same tensor at every step.
-        """
+    def _check(self, indices: torch.Tensor) -> torch.Tensor:
+        """Check indices and return their flat positions, once: training passes the same tensor
+        at every step."""
         checked = self._checked_indices
         if checked is None or checked[0] is not indices or checked[1] != indices._version:
             check_same_device(model=self.factors[0], indices=indices)
             check_indices(indices, self.shape)
-            self._checked_indices = (indices, indices._version)
+            checked = (indices, indices._version, flat_indices(indices, self.shape))
+            self._checked_indices = checked
+        return checked[2]
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        """Entries at the ``(M, N)`` multi-indices, shape ``(M,)``."""
+        self._check(indices)
         return _entries(list(self.factors), indices, self.method)
+
+    def loss_and_gradients(
+        self, indices: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The mean squared error at the observed entries and its gradient for every factor.
+
+        On the dense path both come in closed form, without autograd (:func:`~tflib.fit` calls
+        this); on the gather path autograd computes the gradient.
+        """
+        flat = self._check(indices)
+        if targets.shape != indices.shape[:1]:
+            raise ValueError(f"targets of shape {tuple(targets.shape)} do not match the indices")
+        factors = list(self.factors)
+        method = self.method
+        if method == "auto":
+            method = "dense" if uses_dense_path(self.shape, len(indices)) else "gather"
+        if method == "gather" or self.order == 1:
+            loss = nn.functional.mse_loss(_entries(factors, indices, method), targets)
+            return loss.detach(), list(torch.autograd.grad(loss, factors))
+        with torch.no_grad():
+            return _dense_squared_error(flat, targets, _split_point(self.shape), factors)
 
     def full(self) -> torch.Tensor:
         """The whole tensor, shape ``(d_1, ..., d_N)``."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -95,18 +96,15 @@ class AdaptiveStepGD(torch.optim.Optimizer):
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if not params:
             return
-        group = self.param_groups[0]
+        group, grads = self.param_groups[0], [p.grad for p in params]
         state = self.state[group["params"][0]]  # one scalar state for all parameters
         if not state:
-            state["t"] = 0
-            state["v"] = torch.zeros((), device=params[0].device, dtype=params[0].dtype)
+            state["t"], state["v"] = 0, 0.0
         state["t"] += 1
-        squared_norm = sum(p.grad.pow(2).sum() for p in params)
-        state["v"].mul_(group["beta"]).add_(squared_norm, alpha=1 - group["beta"])
+        squared_norm = float(torch.stack(torch._foreach_norm(grads)).double().square().sum())
+        state["v"] = group["beta"] * state["v"] + (1 - group["beta"]) * squared_norm
         v_hat = state["v"] / (1 - group["beta"] ** state["t"])
-        negative_step = -group["lr"] / (v_hat.sqrt() + group["eps"])
-        for p in params:
-            p.addcmul_(p.grad, negative_step)
+        torch._foreach_add_(params, grads, alpha=-group["lr"] / (math.sqrt(v_hat) + group["eps"]))
 
 
 def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
@@ -144,9 +142,18 @@ def _save(path: Path, payload: dict) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint written by :func:`fit`, with a clear error if it is damaged."""
+    """Read a checkpoint written by :func:`fit`, with a clear error if it is damaged.
+
+    Only tensors and plain data are read (``weights_only=True``): a file that carries any other
+    pickled object is refused, so opening a checkpoint from elsewhere cannot run code.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise RuntimeError(
+            f"checkpoint {path} holds objects other than tensors and plain data, so it was not "
+            "loaded (it may not come from tflib); delete it to start that run afresh"
+        ) from error
     except Exception as error:  # a truncated or foreign file: say which and what to do
         raise RuntimeError(
             f"checkpoint {path} cannot be read ({error}); delete it to start that run afresh"
@@ -171,6 +178,31 @@ def _interrupt_between_steps() -> Iterator[dict]:
         signal.signal(signal.SIGINT, previous)
 
 
+def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """The order in which epoch ``epoch`` visits the ``n`` observations: a permutation that depends
+    only on ``(seed, epoch)``, so a resumed run visits them exactly as an uninterrupted one."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return torch.from_numpy(order).to(device)
+
+
+def loss_and_gradients(
+    model: nn.Module, indices: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """The mean squared error of ``model`` on observations and its gradient for every parameter.
+
+    A model that defines ``loss_and_gradients(indices, targets)`` computes both itself (in closed
+    form, say, as :class:`~tflib.CPFactorization` does); otherwise autograd differentiates the
+    error of its predicted entries.
+    """
+    own = getattr(model, "loss_and_gradients", None)
+    if own is not None:
+        return own(indices, targets)
+    loss = nn.functional.mse_loss(model(indices), targets)
+    return loss.detach(), list(
+        torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    )
+
+
 def fit(
     model: nn.Module,
     indices: torch.Tensor,
@@ -180,6 +212,8 @@ def fit(
     optimizer: str = "gd",
     lr: float = 1e-2,
     loss_tol: float = 0.0,
+    batch_size: int | None = None,
+    seed: int = 0,
     track: dict[str, Callable[[nn.Module], float | torch.Tensor]] | None = None,
     track_every: int = 25,
     progress: bool = True,
@@ -194,12 +228,17 @@ def fit(
     Parameters
     ----------
     model : maps an ``(M, N)`` tensor of multi-indices to the ``(M,)`` predicted entries
-        (:class:`~tflib.CPFactorization`, :class:`~tflib.DeepMatrixFactorization`, ...)
+        (:class:`~tflib.CPFactorization`, :class:`~tflib.DeepMatrixFactorization`, ...). A model
+        may also compute its loss and gradients itself (see :func:`loss_and_gradients`).
     indices, targets : the observed multi-indices, shape (M, N), and their values, shape (M,)
-    steps : the step budget
+    steps : the step budget; a step is one update of the parameters
     optimizer : "gd", "adaptive_gd" (the paper's, :class:`AdaptiveStepGD`) or "adam"
     lr : learning rate
     loss_tol : stop as soon as the loss is below this
+    batch_size : None for full-batch gradient descent; else each step uses the next
+        ``batch_size`` observations of a random order that is drawn afresh every epoch (an epoch
+        is ``ceil(M / batch_size)`` steps), and the recorded loss is that batch's
+    seed : seeds the order of the observations in each epoch (with ``batch_size``)
     track : functions of the model evaluated every ``track_every`` steps, e.g.
         ``{"error": lambda m: normalized_reconstruction_error(m.full(), target)}``
     progress : show a progress bar
@@ -217,6 +256,8 @@ def fit(
     """
     if steps < 0 or track_every < 1 or checkpoint_every < 1:
         raise ValueError("steps must be >= 0, track_every and checkpoint_every >= 1")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be a positive number of observations, got {batch_size}")
     parameters = list(model.parameters())
     check_same_device(model=parameters[0], indices=indices, targets=targets)
     _check_targets(targets, indices)
@@ -227,6 +268,18 @@ def fit(
     history = History(metrics={name: [] for name in track})
     step = 0
     checkpoint = Path(checkpoint) if checkpoint is not None else None
+    n_batches = 1 if batch_size is None else math.ceil(len(targets) / batch_size)
+    order: dict[int, torch.Tensor] = {}  # the current epoch's order of the observations
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        if n_batches == 1:
+            return indices, targets
+        epoch, k = divmod(step, n_batches)
+        if epoch not in order:
+            order.clear()
+            order[epoch] = epoch_order(len(targets), seed, epoch, targets.device)
+        rows = order[epoch][k * batch_size : (k + 1) * batch_size]
+        return indices.index_select(0, rows), targets.index_select(0, rows)
 
     def save() -> None:
         if checkpoint is not None:
@@ -258,8 +311,7 @@ def fit(
     history.status = "running"
     with _interrupt_between_steps() as interrupt, contextlib.closing(bar):
         while not interrupt["raised"]:
-            opt.zero_grad(set_to_none=True)
-            loss = nn.functional.mse_loss(model(indices), targets)
+            loss, gradients = loss_and_gradients(model, *batch())
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 history.status = "diverged"
@@ -276,7 +328,8 @@ def fit(
             if finished:
                 history.status = "converged" if loss_value < loss_tol else "budget"
                 break
-            loss.backward()
+            for parameter, gradient in zip(parameters, gradients):
+                parameter.grad = gradient
             opt.step()
             step += 1
             if step % track_every == 0:
