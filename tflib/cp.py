@@ -408,7 +408,7 @@ class CPFactorization(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The mean squared error at the observed entries and its gradient for every factor.
 
-        On the dense path both come in closed form, without autograd (:func:`~tflib.fit` calls
+        On the dense path both come in closed form, without autograd (:func:`~tflib.train.fit` calls
         this); on the gather path autograd computes the gradient.
         """
         flat = self._check(indices)
