@@ -170,7 +170,7 @@ def test_tiny_dynamics_matches_the_stored_numbers(tiny):
 def test_dynamics_result_load_of_a_corrupt_file_names_it(tmp_path):
     path = tmp_path / "results.json"
     path.write_text("{not json")
-    with pytest.raises(RuntimeError, match=f"cannot read dynamics results from {path}"):
+    with pytest.raises(RuntimeError, match=f"cannot read DynamicsResult from {path}"):
         DynamicsResult.load(path)
 
 

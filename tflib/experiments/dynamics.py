@@ -10,15 +10,16 @@ Explained in the CP dynamics chapter.
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from tflib.cp import CPFactorization
 from tflib.data import observe, random_cp_tensor, sample_entries
 from tflib.devices import default_device
+from tflib.experiments.results import Results, config_at_scale
 from tflib.metrics import largest_component_norms, normalized_reconstruction_error
 from tflib.train import History, fit
 
@@ -53,19 +54,16 @@ SCALES = {
 def dynamics_config(scale: str = "book", seed: int = 0, **overrides) -> DynamicsConfig:
     """The configuration at a scale ("book" or "paper"), its seeds counted from ``seed``, with any
     other field overridden."""
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
-    config = SCALES[scale]
+    config = config_at_scale(SCALES, scale)
     overrides.setdefault("seeds", tuple(seed + s for s in config.seeds))
     return dataclasses.replace(config, **overrides)
 
 
 @dataclass
-class DynamicsResult:
+class DynamicsResult(Results):
     """Histories of every run, keyed by (seed, init_std); each tracks "norms" and "error"."""
 
-    config: DynamicsConfig
-    runs: dict[tuple[int, float], History] = field(default_factory=dict)
+    config_type: ClassVar[type] = DynamicsConfig
 
     def history(self, init_std: float, seed: int | None = None) -> History:
         """The run at ``init_std`` for ``seed`` (the first seed if not given)."""
@@ -81,39 +79,6 @@ class DynamicsResult:
             ]
             for std in self.config.init_stds
         }
-
-    def to_dict(self) -> dict:
-        return {
-            "config": dataclasses.asdict(self.config),
-            "runs": [
-                {"seed": seed, "init_std": std, "history": history.to_dict()}
-                for (seed, std), history in self.runs.items()
-            ],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DynamicsResult:
-        fields = {
-            key: tuple(value) if isinstance(value, list) else value
-            for key, value in data["config"].items()
-        }
-        runs = {
-            (run["seed"], run["init_std"]): History.from_dict(run["history"])
-            for run in data["runs"]
-        }
-        return cls(DynamicsConfig(**fields), runs)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict()))
-
-    @classmethod
-    def load(cls, path: str | Path) -> DynamicsResult:
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise RuntimeError(
-                f"cannot read dynamics results from {path} ({error}); rerun the experiment"
-            ) from error
 
 
 def problem(config: DynamicsConfig, seed: int, device=None, dtype=torch.float32):
