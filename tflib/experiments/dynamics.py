@@ -9,6 +9,7 @@ Explained in the CP dynamics chapter.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from tflib.cp import CPFactorization
 from tflib.data import observe, random_cp_tensor, sample_entries
 from tflib.devices import default_device
-from tflib.experiments.results import Results, config_at_scale
+from tflib.experiments.results import Results, add_common_options, config_at_scale
 from tflib.metrics import largest_component_norms, normalized_reconstruction_error
 from tflib.train import History, fit
 
@@ -141,3 +142,41 @@ def run_dynamics(
             if out_dir is not None:
                 result.save(out_dir / "results.json")
     return result
+
+
+def run_command(args: argparse.Namespace) -> None:
+    """``python -m tflib.experiments dynamics``: run, write results.json and the figure."""
+    from tflib.plots import dynamics_result_figure
+
+    overrides = {"seeds": tuple(args.seeds)} if args.seeds else {}
+    if args.max_steps is not None:
+        overrides["max_steps"] = args.max_steps
+    config = dynamics_config(args.scale, **overrides)
+    out = Path(args.out)
+    print(f"dynamics experiment, scale {args.scale!r}, seeds {config.seeds}, writing to {out}")
+    result = run_dynamics(
+        config,
+        device=args.device,
+        dtype=getattr(torch, args.dtype),
+        out_dir=out,
+        progress=not args.no_progress,
+    )
+    if any(history.status == "interrupted" for history in result.runs.values()):
+        print("interrupted: run the same command again to resume")
+        return
+    for std, errors in result.final_errors().items():
+        print(f"init {std:g}: final reconstruction error " + ", ".join(f"{e:.3g}" for e in errors))
+    figure = dynamics_result_figure(result)
+    figure.savefig(out / "dynamics.png", bbox_inches="tight")
+    print(f"results in {out / 'results.json'}, figure in {out / 'dynamics.png'}")
+
+
+def add_command(commands) -> None:
+    """Add the ``dynamics`` subcommand to the command line's subparsers."""
+    command = commands.add_parser(
+        "dynamics", help="component-norm dynamics (the CP dynamics chapter)"
+    )
+    add_common_options(command, SCALES, out="results/dynamics")
+    command.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
+    command.add_argument("--max-steps", type=int, help="override the step budget of each run")
+    command.set_defaults(run=run_command)

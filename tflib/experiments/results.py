@@ -11,6 +11,7 @@ called again with the same folder resumes where it stopped. Large sweeps split i
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -27,6 +28,17 @@ def config_at_scale(scales: dict[str, Any], scale: str, **overrides) -> Any:
     if scale not in scales:
         raise ValueError(f"scale must be one of {sorted(scales)}, got {scale!r}")
     return dataclasses.replace(scales[scale], **overrides)
+
+
+def add_common_options(command: argparse.ArgumentParser, scales: dict, out: str) -> None:
+    """The options every experiment takes: scale, device, dtype, results folder, progress."""
+    command.add_argument("--scale", choices=sorted(scales), default="book")
+    command.add_argument(
+        "--device", default=None, help="cpu, cuda, mps (default: the best available)"
+    )
+    command.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    command.add_argument("--out", default=out, help="results folder (resumes from it)")
+    command.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def write_json(path: str | Path, data: Any) -> None:
