@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import toc_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(
@@ -62,21 +60,8 @@ def test_chapter_is_committed_executed_and_clean(path):
         assert not re.search(r"/(work|tmp|root|home)/", json.dumps(cell["outputs"]))
 
 
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book")
-    executable = Path(sys.executable).with_name("jupyter-book")
-    command = [str(executable), "build", str(ROOT), "-W", "-n", "--keep-going"]
-    completed = subprocess.run(
-        [*command, "--path-output", str(out)], capture_output=True, text=True, cwd=ROOT
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return out / "_build" / "html"
-
-
 def test_book_builds_every_page(built_book):
-    pages = ("book/intro.html", "book/cp_dynamics.html", "book/api.html", "book/references.html")
-    for page in pages:
+    for page in toc_pages():
         assert (built_book / page).exists(), page
     assert not list(built_book.rglob("*pytest_cache*")), "caches must not become pages"
 
@@ -101,22 +86,3 @@ def test_chapter_renders_theorems_exercises_and_citations(built_book):
     assert 'href="api.html#tflib.theory.component_norm_rates"' in page, (
         "tflib names link to the API"
     )
-
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (.ci/run installs it)")
-def test_math_renders_in_a_browser_without_network(built_book, tmp_path):
-    """Open the chapter from disk in headless Chromium, network off, and count typeset formulas."""
-    page = (built_book / "book" / "cp_dynamics.html").as_uri()
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-    flags += ["--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path}"]
-    completed = subprocess.run(
-        [CHROMIUM, *flags, "--virtual-time-budget=15000", "--dump-dom", page],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    typeset = completed.stdout.count("<mjx-container")
-    assert typeset > 50, f"MathJax typeset only {typeset} formulas offline"
