@@ -11,8 +11,12 @@ from conftest import toc_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(
-    p for p in (ROOT / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
+    p
+    for p in (ROOT / "book").rglob("*.ipynb")
+    if ".ipynb_checkpoints" not in p.parts and (ROOT / "book/assignments/release") not in p.parents
 )
+#: The chapters; the assignments in book/assignments are checked by test_assignments.py.
+CHAPTERS = [p for p in NOTEBOOKS if (ROOT / "book/assignments") not in p.parents]
 
 
 def readme_commands() -> list[str]:
@@ -36,7 +40,7 @@ def test_readme_installs_torch_before_the_requirements():
             )
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_chapter_follows_the_template(path):
     cells = json.loads(path.read_text())["cells"]
     parameters = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
