@@ -19,8 +19,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbgrader import utils
+from nbgrader.converters import GenerateAssignment
+from nbgrader.coursedir import CourseDirectory
 from nbgrader.nbgraderformat import MetadataValidator
 from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
+from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "book" / "assignments"
@@ -146,6 +149,21 @@ def test_instructor_version_is_valid_nbgrader_markup(path):
 
 def test_release_writes_a_student_version_of_every_assignment(released):
     assert sorted(released) == [p.name for p in ASSIGNMENTS]
+
+
+def test_release_writes_what_nbgrader_generate_assignment_writes(released, tmp_path):
+    """The course's command and nbgrader's course-directory workflow hand out the same notebooks,
+    so submissions of either kind can be autograded by ``nbgrader autograde``."""
+    config = Config()
+    config.CourseDirectory.root = str(tmp_path)
+    config.CourseDirectory.course_id = "course"
+    for path in ASSIGNMENTS:
+        (tmp_path / "source" / path.stem).mkdir(parents=True)
+        (tmp_path / "source" / path.stem / path.name).write_bytes(path.read_bytes())
+        coursedir = CourseDirectory(config=config, assignment_id=path.stem)
+        GenerateAssignment(coursedir=coursedir, config=config).start()
+        generated = read(tmp_path / "release" / path.stem / path.name)
+        assert generated == released[path.name], path.name
 
 
 def test_release_refuses_to_overwrite_the_instructor_versions(capsys):
