@@ -156,3 +156,52 @@ def norm_law_figure(checks: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figu
         ax.set_xlabel("predicted rate")
     np.atleast_1d(axes)[0].set_ylabel("measured rate")
     return fig
+
+
+#: The distances the rank-one figure draws: tracked metric -> panel title.
+RANK_ONE_PANELS = {
+    "rank_one_distance": "distance to the rank-one tensors",
+    "norm_ratio": "second / largest component norm",
+    "trajectory_distance": "distance to the rank-one trajectory",
+}
+
+
+@styled
+def rank_one_figure(result, seed: int | None = None, metrics: Sequence[str] = tuple(RANK_ONE_PANELS)):
+    """Distances over the window of a :class:`~tflib.experiments.rank_one.RankOneResult`, one panel
+    per metric, one curve per init scale, against iterations since leaving the origin.
+
+    Explained in the rank-one convergence chapter.
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.4), layout="constrained")
+    for k, (ax, metric) in enumerate(zip(np.atleast_1d(axes), metrics)):
+        windows = {s: result.window(s, seed) for s in result.config.init_stds}
+        curves = {f"init {s:g}": (h["steps"], h[metric]) for s, h in windows.items()}
+        plot_errors(curves, ax=ax, ylabel=RANK_ONE_PANELS.get(metric, metric))
+        ax.set_xlabel("iterations since leaving the origin")
+        if k > 0:
+            ax.get_legend().remove()
+    return fig
+
+
+@styled
+def plot_scaling(
+    init_stds: Sequence[float], values: Mapping[str, Sequence[float]], ax: Axes | None = None
+) -> Axes:
+    """Values against the init scale on log-log axes, with the least-squares slope of each set.
+
+    Explained in the rank-one convergence chapter.
+
+    Parameters
+    ----------
+    init_stds : (K,) init scales
+    values : label -> (K,) values, e.g. the largest distance over the window
+    """
+    ax = _axis(ax)
+    for color, (label, ys) in zip(itertools.cycle(COLORS), values.items()):
+        slope, intercept = np.polyfit(np.log10(init_stds), np.log10(ys), 1)
+        ax.plot(init_stds, ys, "o", color=color, label=f"{label} (slope {slope:.2g})")
+        ax.plot(init_stds, 10 ** (intercept + slope * np.log10(init_stds)), color=color, lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="init scale", ylabel="largest over the window")
+    ax.legend()
+    return ax

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
-from tflib.cp import check_factors, component_norms, khatri_rao
+from tflib.cp import CPFactorization, check_factors, component_norms, khatri_rao
+from tflib.train import History, fit
 
 
 def component_inner_products(factors: Sequence[torch.Tensor], tensor: torch.Tensor) -> torch.Tensor:
@@ -76,3 +78,88 @@ def mse_tensor_gradient(
     return torch.zeros_like(tensor).index_put(
         positions, 2 * residual / len(targets), accumulate=True
     )
+
+
+def leave_origin(
+    model: CPFactorization,
+    indices: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    lr: float,
+    max_steps: int,
+    fraction: float = 0.1,
+    **fit_options,
+) -> History:
+    r"""Gradient descent until the loss first falls below :math:`(1 - \text{fraction})\,
+    \mathcal{L}(0)`, its value at the origin: the moment the end tensor leaves the origin.
+
+    From a small initialization this ends the plateau; the rank-one convergence theorem compares
+    the trajectory with a rank-one one from that moment on, so two trajectories run from there
+    are aligned in time step by step. ``fit_options`` go to :func:`~tflib.train.fit`.
+
+    Explained in the rank-one convergence chapter.
+    """
+    threshold = (1 - fraction) * float(targets.square().mean())
+    history = fit(
+        model, indices, targets, steps=max_steps, lr=lr, loss_tol=threshold, **fit_options
+    )
+    if history.status not in ("converged", "interrupted"):
+        raise RuntimeError(
+            f"the loss stayed above {threshold:.3g} for {max_steps} steps ({history.status}): "
+            "raise max_steps or the step size, or start from a larger initialization"
+        )
+    return history
+
+
+def rank_one_trajectory(
+    model: CPFactorization,
+    indices: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    track_every: int = 1,
+    progress: bool = False,
+) -> History:
+    r"""Gradient descent over the largest component of ``model`` alone: the rank-one trajectory
+    :math:`\overline{\mathcal{W}}(t)` through it.
+
+    A single-component :class:`~tflib.CPFactorization` starts from the factor vectors of the
+    component of largest norm and is trained by :func:`~tflib.train.fit` with plain gradient
+    descent; the end tensor is tracked (as "tensor", flattened) every ``track_every`` steps.
+
+    Explained in the rank-one convergence chapter.
+    """
+    largest = int(model.component_norms().argmax())
+    single = CPFactorization(model.shape, 1, 0.0, device=model.device, dtype=model.factors[0].dtype)
+    single.set_factors([f.detach()[:, largest : largest + 1] for f in model.factors])
+    track = {"tensor": lambda m: m.full().flatten()}
+    return fit(
+        single, indices, targets, steps=steps, lr=lr, track=track, track_every=track_every,
+        progress=progress, description="rank-one reference",
+    )
+
+
+def trajectory_distances(tensors: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    r"""Relative distances :math:`\|\mathcal{W}(t) - \overline{\mathcal{W}}(t)\| /
+    \|\overline{\mathcal{W}}(t)\|` between two trajectories recorded at the same steps.
+
+    Parameters
+    ----------
+    tensors, reference : arrays of shape (T, ...): T recorded tensors (flattened or not) each,
+        aligned in time (record t of one matches record t of the other)
+
+    Returns
+    -------
+    array of shape (T,)
+
+    Explained in the rank-one convergence chapter.
+    """
+    tensors, reference = np.asarray(tensors), np.asarray(reference)
+    if tensors.shape != reference.shape or tensors.ndim < 2:
+        raise ValueError(
+            f"trajectories of shapes {tensors.shape} and {reference.shape} cannot be compared: "
+            "record both as (T, ...) arrays at the same steps (same steps and track_every)"
+        )
+    scale = np.linalg.norm(reference.reshape(len(reference), -1), axis=1)
+    return np.linalg.norm((tensors - reference).reshape(len(tensors), -1), axis=1) / scale
