@@ -167,13 +167,17 @@ RANK_ONE_PANELS = {
 
 
 @styled
-def rank_one_figure(result, seed: int | None = None, metrics: Sequence[str] = tuple(RANK_ONE_PANELS)):
+def rank_one_figure(
+    result, seed: int | None = None, metrics: Sequence[str] = tuple(RANK_ONE_PANELS)
+):
     """Distances over the window of a :class:`~tflib.experiments.rank_one.RankOneResult`, one panel
     per metric, one curve per init scale, against iterations since leaving the origin.
 
     Explained in the rank-one convergence chapter.
     """
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.4), layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4.3 * len(metrics), 3.4), layout="constrained"
+    )
     for k, (ax, metric) in enumerate(zip(np.atleast_1d(axes), metrics)):
         windows = {s: result.window(s, seed) for s in result.config.init_stds}
         curves = {f"init {s:g}": (h["steps"], h[metric]) for s, h in windows.items()}

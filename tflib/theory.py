@@ -85,48 +85,33 @@ def leave_origin(
     indices: torch.Tensor,
     targets: torch.Tensor,
     *,
-    lr: float,
-    max_steps: int,
     fraction: float = 0.1,
+    max_steps: int,
     **fit_options,
 ) -> History:
-    r"""Gradient descent until the loss first falls below :math:`(1 - \text{fraction})\,
-    \mathcal{L}(0)`, its value at the origin: the moment the end tensor leaves the origin.
+    r"""Gradient descent (by :func:`~tflib.train.fit`) until the loss first falls below
+    :math:`(1 - \text{fraction})\, \mathcal{L}(0)`: the moment the end tensor leaves the origin.
 
-    From a small initialization this ends the plateau; the rank-one convergence theorem compares
-    the trajectory with a rank-one one from that moment on, so two trajectories run from there
-    are aligned in time step by step. ``fit_options`` go to :func:`~tflib.train.fit`.
+    Stopping two trajectories there aligns them in time, step by step, from then on.
 
     Explained in the rank-one convergence chapter.
     """
     threshold = (1 - fraction) * float(targets.square().mean())
-    history = fit(
-        model, indices, targets, steps=max_steps, lr=lr, loss_tol=threshold, **fit_options
-    )
+    history = fit(model, indices, targets, steps=max_steps, loss_tol=threshold, **fit_options)
     if history.status not in ("converged", "interrupted"):
         raise RuntimeError(
-            f"the loss stayed above {threshold:.3g} for {max_steps} steps ({history.status}): "
-            "raise max_steps or the step size, or start from a larger initialization"
+            f"the loss stayed above {threshold:.3g} for {max_steps} steps: raise max_steps or the "
+            "step size, or start from a larger initialization"
         )
     return history
 
 
 def rank_one_trajectory(
-    model: CPFactorization,
-    indices: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    steps: int,
-    lr: float,
-    track_every: int = 1,
-    progress: bool = False,
+    model: CPFactorization, indices: torch.Tensor, targets: torch.Tensor, **fit_options
 ) -> History:
-    r"""Gradient descent over the largest component of ``model`` alone: the rank-one trajectory
-    :math:`\overline{\mathcal{W}}(t)` through it.
-
-    A single-component :class:`~tflib.CPFactorization` starts from the factor vectors of the
-    component of largest norm and is trained by :func:`~tflib.train.fit` with plain gradient
-    descent; the end tensor is tracked (as "tensor", flattened) every ``track_every`` steps.
+    r"""The rank-one trajectory :math:`\overline{\mathcal{W}}(t)` through the largest component of
+    ``model``: gradient descent (:func:`~tflib.train.fit`, ``fit_options`` passed on) over a
+    one-component factorization started from it, tracking the end tensor as "tensor".
 
     Explained in the rank-one convergence chapter.
     """
@@ -134,24 +119,13 @@ def rank_one_trajectory(
     single = CPFactorization(model.shape, 1, 0.0, device=model.device, dtype=model.factors[0].dtype)
     single.set_factors([f.detach()[:, largest : largest + 1] for f in model.factors])
     track = {"tensor": lambda m: m.full().flatten()}
-    return fit(
-        single, indices, targets, steps=steps, lr=lr, track=track, track_every=track_every,
-        progress=progress, description="rank-one reference",
-    )
+    return fit(single, indices, targets, track=track, progress=False, **fit_options)
 
 
 def trajectory_distances(tensors: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    r"""Relative distances :math:`\|\mathcal{W}(t) - \overline{\mathcal{W}}(t)\| /
-    \|\overline{\mathcal{W}}(t)\|` between two trajectories recorded at the same steps.
-
-    Parameters
-    ----------
-    tensors, reference : arrays of shape (T, ...): T recorded tensors (flattened or not) each,
-        aligned in time (record t of one matches record t of the other)
-
-    Returns
-    -------
-    array of shape (T,)
+    r"""Distances :math:`\|\mathcal{W}(t) - \overline{\mathcal{W}}(t)\| /
+    \|\overline{\mathcal{W}}(t)\|` between two trajectories of T tensors recorded at the same
+    steps, as arrays of shape (T, ...); returns shape (T,).
 
     Explained in the rank-one convergence chapter.
     """
@@ -159,7 +133,7 @@ def trajectory_distances(tensors: np.ndarray, reference: np.ndarray) -> np.ndarr
     if tensors.shape != reference.shape or tensors.ndim < 2:
         raise ValueError(
             f"trajectories of shapes {tensors.shape} and {reference.shape} cannot be compared: "
-            "record both as (T, ...) arrays at the same steps (same steps and track_every)"
+            "record both as (T, ...) arrays at the same steps"
         )
-    scale = np.linalg.norm(reference.reshape(len(reference), -1), axis=1)
-    return np.linalg.norm((tensors - reference).reshape(len(tensors), -1), axis=1) / scale
+    difference = np.linalg.norm((tensors - reference).reshape(len(tensors), -1), axis=1)
+    return difference / np.linalg.norm(reference.reshape(len(reference), -1), axis=1)
