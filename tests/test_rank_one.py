@@ -185,7 +185,9 @@ def test_rank_one_trajectory_is_the_full_factorization_with_other_components_at_
     keep = torch.zeros(6, dtype=F64).index_fill(0, torch.tensor([largest]), 1.0)
     model.set_factors([f.detach() * keep for f in model.factors])
     track = {"tensor": lambda m: m.full().flatten()}
-    full = fit(model, indices, targets, steps=50, lr=5.0, track=track, track_every=5, progress=False)
+    full = fit(
+        model, indices, targets, steps=50, lr=5.0, track=track, track_every=5, progress=False
+    )
     np.testing.assert_allclose(reference["tensor"], full["tensor"], rtol=1e-10, atol=1e-14)
     assert reference.steps == list(range(0, 51, 5))
     assert max(rank_one_distance(torch.tensor(t).reshape(SHAPE)) for t in full["tensor"]) < 1e-12
