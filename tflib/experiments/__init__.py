@@ -10,6 +10,7 @@ from tflib.experiments.dynamics import (
     run_dynamics,
 )
 from tflib.experiments.norm_law import NormLawCheck, norm_law_check
+from tflib.experiments.rank_one import RankOneConfig, RankOneResult, rank_one_config, run_rank_one
 
 __all__ = [
     "DynamicsConfig",
@@ -18,4 +19,8 @@ __all__ = [
     "dynamics_config",
     "norm_law_check",
     "run_dynamics",
+    "RankOneConfig",
+    "RankOneResult",
+    "rank_one_config",
+    "run_rank_one",
 ]

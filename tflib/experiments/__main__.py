@@ -10,10 +10,10 @@ import argparse
 
 import matplotlib
 
-from tflib.experiments import dynamics
+from tflib.experiments import dynamics, rank_one
 
 #: The experiment modules, in the book's order.
-EXPERIMENTS = (dynamics,)
+EXPERIMENTS = (dynamics, rank_one)
 
 
 def main(argv: list[str] | None = None) -> None:
