@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import ROOT
 from nbclient import NotebookClient
 from nbgrader import utils
 from nbgrader.converters import GenerateAssignment
@@ -25,7 +26,6 @@ from nbgrader.nbgraderformat import MetadataValidator
 from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
 from traitlets.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "book" / "assignments"
 ASSIGNMENTS = sorted(FOLDER.glob("*.ipynb"))
 CODE_STUB = ClearSolutions().code_stub["python"]

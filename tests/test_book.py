@@ -13,8 +13,8 @@ NOTEBOOKS = sorted(
     for p in (ROOT / "book").rglob("*.ipynb")
     if ".ipynb_checkpoints" not in p.parts and (ROOT / "book/assignments/release") not in p.parents
 )
-#: The chapters; the assignments in book/assignments are checked by test_assignments.py.
-CHAPTERS = [p for p in NOTEBOOKS if (ROOT / "book/assignments") not in p.parents]
+#: The chapters' notebooks; the assignments in book/assignments are checked by test_assignments.py.
+CHAPTER_NOTEBOOKS = [p for p in NOTEBOOKS if (ROOT / "book/assignments") not in p.parents]
 
 
 def readme_commands() -> list[str]:
@@ -38,7 +38,7 @@ def test_readme_installs_torch_before_the_requirements():
             )
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
 def test_chapter_follows_the_template(path):
     cells = json.loads(path.read_text())["cells"]
     parameters = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
