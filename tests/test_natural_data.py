@@ -188,14 +188,17 @@ def offline(monkeypatch):
     monkeypatch.setattr(data, "MIRRORS", {name: ["http://127.0.0.1:9/"] for name in data.MIRRORS})
 
 
-def write_split(folder, split, images, labels, gzipped=False):
+def write_split(folder, split, images, labels, gzipped=False, name="mnist"):
+    """Write a split's IDX files where load_mnist looks for them: the subfolder ``name``."""
+    folder = folder / name
+    folder.mkdir(exist_ok=True)
     for part, array in (("images", images), ("labels", labels)):
-        name = data.IDX_FILES["mnist"][f"{split}_{part}"][0]
+        filename = data.IDX_FILES[name][f"{split}_{part}"][0]
         raw = idx_bytes(array)
         if gzipped:
-            (folder / name).write_bytes(gzip.compress(raw))
+            (folder / filename).write_bytes(gzip.compress(raw))
         else:
-            (folder / name.removesuffix(".gz")).write_bytes(raw)
+            (folder / filename.removesuffix(".gz")).write_bytes(raw)
 
 
 def test_load_mnist_reads_plain_files_from_the_data_dir(tmp_path, offline):
@@ -217,12 +220,21 @@ def test_load_mnist_verifies_gzipped_files_against_their_checksum(tmp_path, offl
     with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz has SHA-256 \w+, not"):
         load_mnist("mnist", "test", data_dir=tmp_path)
     sums = {
-        part: (name, hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
+        part: (name, hashlib.sha256((tmp_path / "mnist" / name).read_bytes()).hexdigest())
         for part, (name, _) in data.IDX_FILES["mnist"].items()
         if part.startswith("test")
     }
     monkeypatch.setitem(data.IDX_FILES, "mnist", {**data.IDX_FILES["mnist"], **sums})
     assert load_mnist("mnist", "test", data_dir=tmp_path)[1].tolist() == LABELS.tolist()
+
+
+def test_mnist_and_fashion_mnist_share_a_data_dir_in_their_own_subfolders(tmp_path, offline):
+    # the two data sets use the same file names: each must read its own files, never the other's
+    write_split(tmp_path, "test", IMAGES, LABELS, name="mnist")
+    write_split(tmp_path, "test", 255 - IMAGES, LABELS.flip(0), name="fashion_mnist")
+    mnist, fashion = (load_mnist(name, "test", data_dir=tmp_path) for name in data.IDX_FILES)
+    assert mnist[1].tolist() == LABELS.tolist() and fashion[1].tolist() == LABELS.flip(0).tolist()
+    torch.testing.assert_close(fashion[0], 1 - mnist[0])
 
 
 def test_load_mnist_rejects_images_and_labels_of_different_counts(tmp_path, offline):
@@ -239,6 +251,7 @@ def test_load_mnist_offline_says_which_files_to_put_where(tmp_path, offline):
         "train-images-idx3-ubyte.gz is not in" in message and "could not be downloaded" in message
     )
     assert "t10k-labels-idx1-ubyte.gz" in message and "TFLIB_DATA" in message
+    assert str(tmp_path / "nowhere" / "fashion_mnist") in message and "fashion_mnist/" in message
     assert "127.0.0.1" in message
 
 
