@@ -181,20 +181,10 @@ def plot_rank_errors(
     colors: dict[str, str] = {}
     for (variant, split), values in errors.items():
         color = colors.setdefault(variant, COLORS[len(colors) % len(COLORS)])
-        values = np.atleast_2d(values)
-        dashed = split == "test"
-        ax.errorbar(
-            ranks,
-            values.mean(axis=0),
-            yerr=values.std(axis=0),
-            color=color,
-            linestyle="--" if dashed else "-",
-            marker="s" if dashed else "o",
-            markersize=3.5,
-            capsize=2,
-            alpha=0.7 if dashed else 1.0,
-            label=f"{variant.replace('_', ' ')}, {split}",
-        )
+        values, label = np.atleast_2d(values), f"{variant.replace('_', ' ')}, {split}"
+        style = {"ls": "--", "marker": "s", "alpha": 0.7} if split == "test" else {"marker": "o"}
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        ax.errorbar(ranks, mean, std, color=color, ms=3.5, capsize=2, label=label, **style)
     ax.axhline(variance, color="black", linewidth=1.0, linestyle=":", label="label variance")
     ax.set_yscale("log")
     ax.set_xticks(list(ranks))
@@ -217,13 +207,8 @@ def natural_result_figure(result) -> Figure:
     Explained in the "Natural vs. random data" chapter.
     """
     datasets = list(dict.fromkeys(key[0] for key in result.runs))
-    fig, axes = plt.subplots(
-        1,
-        len(datasets),
-        figsize=(4.6 * len(datasets) + 2, 3.6),
-        layout="constrained",
-        squeeze=False,
-    )
+    size = (4.6 * len(datasets) + 2, 3.6)
+    fig, axes = plt.subplots(1, len(datasets), figsize=size, layout="constrained", squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         errors = {
             (variant, split): result.final_errors(dataset, variant, split)
