@@ -3,9 +3,12 @@ and MNIST's IDX files (small files that the tests write themselves; no network i
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import http.server
 import struct
+import threading
 
 import pytest
 import torch
@@ -191,7 +194,7 @@ def offline(monkeypatch):
 def write_split(folder, split, images, labels, gzipped=False, name="mnist"):
     """Write a split's IDX files where load_mnist looks for them: the subfolder ``name``."""
     folder = folder / name
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for part, array in (("images", images), ("labels", labels)):
         filename = data.IDX_FILES[name][f"{split}_{part}"][0]
         raw = idx_bytes(array)
@@ -259,3 +262,43 @@ def test_load_mnist_offline_says_which_files_to_put_where(tmp_path, offline):
 def test_load_mnist_rejects_an_unknown_data_set_or_split(name, split):
     with pytest.raises(ValueError, match="name must be one of"):
         load_mnist(name, split)
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    """A local HTTP server holding gzipped test files under the MNIST names (their checksums
+    registered), behind a first mirror that refuses: a download that falls back to the second."""
+    served = tmp_path / "served"
+    write_split(served, "test", IMAGES, LABELS, gzipped=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=served / "mnist")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    monkeypatch.setitem(data.MIRRORS, "mnist", ["http://127.0.0.1:9/", url])
+    sums = {
+        part: (name, hashlib.sha256((served / "mnist" / name).read_bytes()).hexdigest())
+        for part, (name, _) in data.IDX_FILES["mnist"].items()
+        if part.startswith("test")
+    }
+    monkeypatch.setitem(data.IDX_FILES, "mnist", {**data.IDX_FILES["mnist"], **sums})
+    yield served
+    server.shutdown()
+    server.server_close()
+
+
+def test_load_mnist_downloads_missing_files_from_the_next_mirror(tmp_path, mirror):
+    images, labels = load_mnist("mnist", "test", data_dir=tmp_path / "data")
+    assert labels.tolist() == LABELS.tolist()
+    torch.testing.assert_close(images, IMAGES.float() / 255)
+    saved = sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir())
+    assert saved == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"], "no partial file"
+
+
+def test_load_mnist_rejects_a_download_whose_checksum_differs(tmp_path, mirror, monkeypatch):
+    name, _ = data.IDX_FILES["mnist"]["test_labels"]
+    monkeypatch.setitem(
+        data.IDX_FILES, "mnist", {**data.IDX_FILES["mnist"], "test_labels": (name, "0" * 64)}
+    )
+    with pytest.raises(ValueError, match=f"{name} has SHA-256 .* not the mnist file's 0000"):
+        load_mnist("mnist", "test", data_dir=tmp_path / "data")
