@@ -31,6 +31,15 @@ def test_config_at_scale_overrides_fields_of_the_scale():
     assert config_at_scale(scales, "paper", sizes=(3,)) == ToyConfig(sizes=(3,), steps=99)
 
 
+def test_config_at_scale_counts_seeds_from_the_given_seed_unless_overridden():
+    @dataclass(frozen=True)
+    class Seeded:
+        seeds: tuple[int, ...] = (0, 1, 2)
+
+    assert config_at_scale({"book": Seeded()}, "book", 5).seeds == (5, 6, 7)
+    assert config_at_scale({"book": Seeded()}, "book", 5, seeds=(9,)).seeds == (9,)
+
+
 def test_config_at_scale_rejects_an_unknown_scale():
     with pytest.raises(ValueError, match=r"scale must be one of \['book'\], got 'huge'"):
         config_at_scale({"book": ToyConfig()}, "huge")

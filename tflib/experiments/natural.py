@@ -11,7 +11,6 @@ Explained in the "Natural vs. random data" chapter.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +83,7 @@ SCALES = {
 def natural_config(scale: str = "book", seed: int = 0, **overrides) -> NaturalConfig:
     """The configuration at a scale ("book" or "paper"), its seeds counted from ``seed``, with any
     other field overridden."""
-    config = config_at_scale(SCALES, scale)
-    overrides.setdefault("seeds", tuple(seed + s for s in config.seeds))
-    return dataclasses.replace(config, **overrides)
+    return config_at_scale(SCALES, scale, seed, **overrides)
 
 
 @dataclass
@@ -155,7 +152,7 @@ def run_natural(
     the ranks side by side (Adam updates each parameter on its own, so this equals one run per
     rank). With ``out_dir`` each run checkpoints there and the results so far are written after
     every run, so calling again resumes; ``shard=(k, n)`` runs every n-th run from the k-th and
-    writes ``results-shard{k}of{n}.json`` (join the shards with :meth:`NaturalResult.merge`).
+    writes ``results-shard{k}of{n}.json`` (join the shards with ``NaturalResult.merge``).
 
     Explained in the "Natural vs. random data" chapter.
     """

@@ -23,10 +23,13 @@ from typing import Any, ClassVar
 from tflib.train import History
 
 
-def config_at_scale(scales: dict[str, Any], scale: str, **overrides) -> Any:
-    """The config of ``scale`` (a key of ``scales``) with the given fields overridden."""
+def config_at_scale(scales: dict[str, Any], scale: str, seed: int = 0, **overrides) -> Any:
+    """The config of ``scale`` (a key of ``scales``) with the given fields overridden; its
+    ``seeds``, if it has them and they are not overridden, counted from ``seed``."""
     if scale not in scales:
         raise ValueError(f"scale must be one of {sorted(scales)}, got {scale!r}")
+    if hasattr(scales[scale], "seeds"):
+        overrides.setdefault("seeds", tuple(seed + s for s in scales[scale].seeds))
     return dataclasses.replace(scales[scale], **overrides)
 
 
