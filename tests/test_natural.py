@@ -212,7 +212,9 @@ def test_an_interrupted_experiment_resumes_to_the_uninterrupted_result(
     def interrupting(self, indices, targets):
         calls["n"] += 1
         if calls["n"] == at_call:
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, or a cluster's preemption signal
+            os.kill(
+                os.getpid(), signal.SIGINT
+            )  # Ctrl-C (or a cluster's signal before a time limit)
         return original(self, indices, targets)
 
     monkeypatch.setattr(CPNetwork, "loss_and_gradients", interrupting)

@@ -207,6 +207,7 @@ def run_natural(
                 progress=progress,
                 description=f"{dataset} {variant} seed {seed}",
                 checkpoint=out_dir / f"{dataset}_{variant}_seed{seed}.pt" if out_dir else None,
+                checkpoint_every=10 * per_epoch,  # a killed run loses at most 10 epochs
             )
             history.metrics["variance"] = variance
             result.runs[key] = history
