@@ -120,13 +120,3 @@ def test_math_renders_in_a_browser_without_network(built_book, tmp_path):
     )
     typeset = completed.stdout.count("<mjx-container")
     assert typeset > 50, f"MathJax typeset only {typeset} formulas offline"
-
-
-def test_natural_chapter_renders_its_theorem_exercises_and_citations(built_book):
-    page = (built_book / "book" / "natural_vs_random.html").read_text()
-    assert 'class="proof theorem admonition"' in page
-    exercises = page.count('class="exercise admonition"')
-    assert exercises >= 3 and page.count('class="solution dropdown admonition"') == exercises
-    assert "Zhang" in page and "Razin" in page, "citations resolve to author names"
-    assert "<img" in page, "the figure is embedded"
-    assert 'href="api.html#tflib.experiments.natural.run_natural"' in page
