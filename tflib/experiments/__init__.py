@@ -11,6 +11,7 @@ from tflib.experiments.dynamics import (
 )
 from tflib.experiments.natural import NaturalConfig, NaturalResult, natural_config, run_natural
 from tflib.experiments.norm_law import NormLawCheck, norm_law_check
+from tflib.experiments.rank_one import RankOneConfig, RankOneResult, rank_one_config, run_rank_one
 
 __all__ = [
     "DynamicsConfig",
@@ -23,4 +24,8 @@ __all__ = [
     "norm_law_check",
     "run_dynamics",
     "run_natural",
+    "RankOneConfig",
+    "RankOneResult",
+    "rank_one_config",
+    "run_rank_one",
 ]
