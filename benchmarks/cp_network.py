@@ -21,7 +21,6 @@ Run: ``python benchmarks/cp_network.py`` (``--threads 1`` on a busy machine).
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -59,12 +58,20 @@ def tflib_step(model: CPNetwork, inputs: torch.Tensor, targets: torch.Tensor) ->
 STEPS = {"tflib": tflib_step, "einsum": einsum_step}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Read from /proc (Linux), not ``ru_maxrss``: a child
+    started by ``subprocess`` inherits its parent's ``ru_maxrss`` across exec, so a parent that
+    has already run the einsum step would hide the child's own peak."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+
 def peak_memory_mb(method: str) -> float:
     """Run in this process (a fresh one): the step's peak resident memory above what setup held."""
     inputs, targets, model = setup()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_mb()
     STEPS[method](model, inputs, targets)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    return peak_rss_mb() - before
 
 
 def main() -> None:

@@ -3,9 +3,12 @@ and MNIST's IDX files (small files that the tests write themselves; no network i
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import http.server
 import struct
+import threading
 
 import pytest
 import torch
@@ -188,14 +191,17 @@ def offline(monkeypatch):
     monkeypatch.setattr(data, "MIRRORS", {name: ["http://127.0.0.1:9/"] for name in data.MIRRORS})
 
 
-def write_split(folder, split, images, labels, gzipped=False):
+def write_split(folder, split, images, labels, gzipped=False, name="mnist"):
+    """Write a split's IDX files where load_mnist looks for them: the subfolder ``name``."""
+    folder = folder / name
+    folder.mkdir(parents=True, exist_ok=True)
     for part, array in (("images", images), ("labels", labels)):
-        name = data.IDX_FILES["mnist"][f"{split}_{part}"][0]
+        filename = data.IDX_FILES[name][f"{split}_{part}"][0]
         raw = idx_bytes(array)
         if gzipped:
-            (folder / name).write_bytes(gzip.compress(raw))
+            (folder / filename).write_bytes(gzip.compress(raw))
         else:
-            (folder / name.removesuffix(".gz")).write_bytes(raw)
+            (folder / filename.removesuffix(".gz")).write_bytes(raw)
 
 
 def test_load_mnist_reads_plain_files_from_the_data_dir(tmp_path, offline):
@@ -217,12 +223,21 @@ def test_load_mnist_verifies_gzipped_files_against_their_checksum(tmp_path, offl
     with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz has SHA-256 \w+, not"):
         load_mnist("mnist", "test", data_dir=tmp_path)
     sums = {
-        part: (name, hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
+        part: (name, hashlib.sha256((tmp_path / "mnist" / name).read_bytes()).hexdigest())
         for part, (name, _) in data.IDX_FILES["mnist"].items()
         if part.startswith("test")
     }
     monkeypatch.setitem(data.IDX_FILES, "mnist", {**data.IDX_FILES["mnist"], **sums})
     assert load_mnist("mnist", "test", data_dir=tmp_path)[1].tolist() == LABELS.tolist()
+
+
+def test_mnist_and_fashion_mnist_share_a_data_dir_in_their_own_subfolders(tmp_path, offline):
+    # the two data sets use the same file names: each must read its own files, never the other's
+    write_split(tmp_path, "test", IMAGES, LABELS, name="mnist")
+    write_split(tmp_path, "test", 255 - IMAGES, LABELS.flip(0), name="fashion_mnist")
+    mnist, fashion = (load_mnist(name, "test", data_dir=tmp_path) for name in data.IDX_FILES)
+    assert mnist[1].tolist() == LABELS.tolist() and fashion[1].tolist() == LABELS.flip(0).tolist()
+    torch.testing.assert_close(fashion[0], 1 - mnist[0])
 
 
 def test_load_mnist_rejects_images_and_labels_of_different_counts(tmp_path, offline):
@@ -239,6 +254,7 @@ def test_load_mnist_offline_says_which_files_to_put_where(tmp_path, offline):
         "train-images-idx3-ubyte.gz is not in" in message and "could not be downloaded" in message
     )
     assert "t10k-labels-idx1-ubyte.gz" in message and "TFLIB_DATA" in message
+    assert str(tmp_path / "nowhere" / "fashion_mnist") in message and "fashion_mnist/" in message
     assert "127.0.0.1" in message
 
 
@@ -246,3 +262,43 @@ def test_load_mnist_offline_says_which_files_to_put_where(tmp_path, offline):
 def test_load_mnist_rejects_an_unknown_data_set_or_split(name, split):
     with pytest.raises(ValueError, match="name must be one of"):
         load_mnist(name, split)
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    """A local HTTP server holding gzipped test files under the MNIST names (their checksums
+    registered), behind a first mirror that refuses: a download that falls back to the second."""
+    served = tmp_path / "served"
+    write_split(served, "test", IMAGES, LABELS, gzipped=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=served / "mnist")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    monkeypatch.setitem(data.MIRRORS, "mnist", ["http://127.0.0.1:9/", url])
+    sums = {
+        part: (name, hashlib.sha256((served / "mnist" / name).read_bytes()).hexdigest())
+        for part, (name, _) in data.IDX_FILES["mnist"].items()
+        if part.startswith("test")
+    }
+    monkeypatch.setitem(data.IDX_FILES, "mnist", {**data.IDX_FILES["mnist"], **sums})
+    yield served
+    server.shutdown()
+    server.server_close()
+
+
+def test_load_mnist_downloads_missing_files_from_the_next_mirror(tmp_path, mirror):
+    images, labels = load_mnist("mnist", "test", data_dir=tmp_path / "data")
+    assert labels.tolist() == LABELS.tolist()
+    torch.testing.assert_close(images, IMAGES.float() / 255)
+    saved = sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir())
+    assert saved == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"], "no partial file"
+
+
+def test_load_mnist_rejects_a_download_whose_checksum_differs(tmp_path, mirror, monkeypatch):
+    name, _ = data.IDX_FILES["mnist"]["test_labels"]
+    monkeypatch.setitem(
+        data.IDX_FILES, "mnist", {**data.IDX_FILES["mnist"], "test_labels": (name, "0" * 64)}
+    )
+    with pytest.raises(ValueError, match=f"{name} has SHA-256 .* not the mnist file's 0000"):
+        load_mnist("mnist", "test", data_dir=tmp_path / "data")

@@ -305,7 +305,7 @@ def _idx_path(name: str, part: str, data_dir: Path) -> Path:
         raise FileNotFoundError(
             f"{name} file {filename} is not in {data_dir} and could not be downloaded "
             f"({'; '.join(errors)}). Put the files {files} (gzipped or not) in {data_dir}, or "
-            "point the TFLIB_DATA environment variable (or data_dir) at the folder holding them."
+            f"point TFLIB_DATA (or data_dir) at a folder whose subfolder {name}/ holds them."
         )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != sha256:
@@ -321,9 +321,10 @@ def load_mnist(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST or Fashion-MNIST from their standard IDX files.
 
-    The files are looked for in ``data_dir`` (default: the ``TFLIB_DATA`` environment variable,
-    else ``./data``), gzipped (checked against their SHA-256) or not, and downloaded there from
-    the usual mirrors when missing. Explained in the "Natural vs. random data" chapter.
+    The files are looked for in the subfolder ``name`` of ``data_dir`` (default: the ``TFLIB_DATA``
+    environment variable, else ``./data``), since both data sets use the same file names; gzipped
+    (checked against their SHA-256) or not, and downloaded there from the usual mirrors when
+    missing. Explained in the "Natural vs. random data" chapter.
 
     Parameters
     ----------
@@ -337,7 +338,7 @@ def load_mnist(
     """
     if name not in IDX_FILES or split not in ("train", "test"):
         raise ValueError(f'name must be one of {sorted(IDX_FILES)} and split "train" or "test"')
-    data_dir = Path(data_dir or os.environ.get("TFLIB_DATA", "data"))
+    data_dir = Path(data_dir or os.environ.get("TFLIB_DATA", "data")) / name  # same file names
     images = read_idx(_idx_path(name, f"{split}_images", data_dir))
     labels = read_idx(_idx_path(name, f"{split}_labels", data_dir))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):

@@ -208,3 +208,68 @@ def plot_scaling(
     ax.set(xscale="log", yscale="log", xlabel="init scale", ylabel="largest over the window")
     ax.legend()
     return ax
+
+
+@styled
+def plot_rank_errors(
+    ranks: Sequence[int],
+    errors: Mapping[tuple[str, str], np.ndarray],
+    variance: float,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Mean error against tensor rank: mean and standard deviation over seeds, one color per data
+    variant, train solid and test dashed, and the label variance as a reference line.
+
+    Explained in the "Natural vs. random data" chapter.
+
+    Parameters
+    ----------
+    ranks : (R,) the ranks fitted
+    errors : (variant, "train" or "test") -> (S, R) the final errors of S seeds
+    variance : the variance of the 0/1 labels, the error of the best constant predictor
+    """
+    ax = _axis(ax)
+    colors: dict[str, str] = {}
+    for (variant, split), values in errors.items():
+        color = colors.setdefault(variant, COLORS[len(colors) % len(COLORS)])
+        values, label = np.atleast_2d(values), f"{variant.replace('_', ' ')}, {split}"
+        style = {"ls": "--", "marker": "s", "alpha": 0.7} if split == "test" else {"marker": "o"}
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        ax.errorbar(ranks, mean, std, color=color, ms=3.5, capsize=2, label=label, **style)
+    ax.axhline(variance, color="black", linewidth=1.0, linestyle=":", label="label variance")
+    ax.set_yscale("log")
+    ax.set_xticks(list(ranks))
+    ax.set_xlabel("tensor rank")
+    ax.set_ylabel("mean error")
+    ax.set_title(title or "")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return ax
+
+
+#: How the data sets are called in figure titles.
+DATASET_TITLES = {"digits": "digits (8 x 8)", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+
+
+@styled
+def natural_result_figure(result) -> Figure:
+    """:func:`plot_rank_errors` of a :class:`~tflib.experiments.natural.NaturalResult`, one panel
+    per data set, with one legend.
+
+    Explained in the "Natural vs. random data" chapter.
+    """
+    datasets = list(dict.fromkeys(key[0] for key in result.runs))
+    size = (4.6 * len(datasets) + 2, 3.6)
+    fig, axes = plt.subplots(1, len(datasets), figsize=size, layout="constrained", squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        errors = {
+            (variant, split): result.final_errors(dataset, variant, split)
+            for variant in result.config.variants
+            for split in ("train", "test")
+            if (dataset, variant) in {key[:2] for key in result.runs}
+        }
+        title = DATASET_TITLES.get(dataset, dataset)
+        plot_rank_errors(result.config.ranks, errors, result.variance(dataset), ax=ax, title=title)
+        ax.get_legend().remove()  # one legend for all panels
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right center", fontsize=9)
+    return fig
