@@ -76,6 +76,7 @@ def built_book(tmp_path_factory):
 
 def test_book_builds_every_page(built_book):
     pages = ("book/intro.html", "book/cp_dynamics.html", "book/api.html", "book/references.html")
+    pages += ("book/matrix_factorization.html",)
     for page in pages:
         assert (built_book / page).exists(), page
     assert not list(built_book.rglob("*pytest_cache*")), "caches must not become pages"

@@ -9,6 +9,13 @@ from tflib.experiments.dynamics import (
     dynamics_config,
     run_dynamics,
 )
+from tflib.experiments.matrix import (
+    MatrixConfig,
+    MatrixResult,
+    matrix_config,
+    norms_versus_rank,
+    run_matrix,
+)
 from tflib.experiments.norm_law import NormLawCheck, norm_law_check
 
 __all__ = [
@@ -18,4 +25,9 @@ __all__ = [
     "dynamics_config",
     "norm_law_check",
     "run_dynamics",
+    "MatrixConfig",
+    "MatrixResult",
+    "matrix_config",
+    "norms_versus_rank",
+    "run_matrix",
 ]

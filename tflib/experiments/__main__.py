@@ -10,10 +10,10 @@ import argparse
 
 import matplotlib
 
-from tflib.experiments import dynamics
+from tflib.experiments import dynamics, matrix
 
 #: The experiment modules, in the book's order.
-EXPERIMENTS = (dynamics,)
+EXPERIMENTS = (matrix, dynamics)
 
 
 def main(argv: list[str] | None = None) -> None:
