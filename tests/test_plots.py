@@ -20,6 +20,8 @@ from tflib.plots import (
     norm_law_figure,
     plot_component_norms,
     plot_errors,
+    plot_scaling,
+    rank_one_figure,
     singular_values_figure,
 )
 from tflib.train import History
@@ -140,6 +142,64 @@ def test_dynamics_result_figure_draws_the_smallest_init_and_every_error_curve():
     assert [line.get_label() for line in right.get_lines()] == ["init 0.05", "init 0.005"]
     np.testing.assert_allclose(left.get_lines()[0].get_ydata(), synthetic_norms(STEPS)[:, 0])
     return figure
+
+
+# --- the rank-one chapter -------------------------------------------------------------------------
+
+
+def synthetic_rank_one_result():
+    """A rank-one result whose distances fall like init^3 after a take-off of 50 iterations."""
+    from tflib.experiments import RankOneConfig, RankOneResult
+
+    config = RankOneConfig(init_stds=(1e-1, 1e-2, 1e-3), window=300, track_every=10, seeds=(0,))
+    steps = np.arange(0, 301, 10)
+    runs = {}
+    for std in config.init_stds:
+        level = np.minimum(1.0, 300 * std**3) * (1 + 4 * np.exp(-steps / 20.0))
+        metrics = {name: (level * k).tolist() for k, name in enumerate(RANK_ONE_METRICS, start=1)}
+        runs[(0, std)] = History(steps.tolist(), [0.0] * len(steps), metrics, "budget")
+        runs[(0, std, "plateau")] = History([0, int(3 / std)], [1.0, 0.5], {}, "converged")
+    return RankOneResult(config, runs)
+
+
+RANK_ONE_METRICS = ("rank_one_distance", "norm_ratio", "trajectory_distance")
+
+
+@COMPARE
+def test_rank_one_figure_draws_a_panel_per_distance_and_a_curve_per_init():
+    result = synthetic_rank_one_result()
+    figure = rank_one_figure(result)
+    assert [ax.get_title() for ax in figure.axes] == [
+        "distance to the rank-one tensors",
+        "second / largest component norm",
+        "distance to the rank-one trajectory",
+    ]
+    assert all(len(ax.get_lines()) == 3 for ax in figure.axes)
+    assert figure.axes[0].get_legend() is not None and figure.axes[1].get_legend() is None
+    np.testing.assert_allclose(
+        figure.axes[2].get_lines()[1].get_ydata(), result.window(1e-2)["trajectory_distance"]
+    )
+    return figure
+
+
+def test_rank_one_figure_draws_the_chosen_metrics_only():
+    figure = rank_one_figure(synthetic_rank_one_result(), metrics=("trajectory_distance",))
+    try:
+        assert [ax.get_title() for ax in figure.axes] == ["distance to the rank-one trajectory"]
+    finally:
+        plt.close(figure)
+
+
+@COMPARE
+def test_plot_scaling_fits_the_slope_of_a_power_law():
+    stds = np.array([1e-1, 1e-2, 1e-3, 1e-4])
+    values = {"cube": np.minimum(1.0, 50 * stds**3), "square": 3 * stds**2}
+    ax = plot_scaling(stds, values, fit_below=1e-2)
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["cube (slope 3)", "square (slope 2)"]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert len(ax.get_lines()[1].get_xdata()) == 3  # the fit uses the init scales <= 1e-2
+    return ax.figure
 
 
 # --- the Matrix factorization chapter -------------------------------------------------------------

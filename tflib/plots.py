@@ -158,6 +158,58 @@ def norm_law_figure(checks: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figu
     return fig
 
 
+#: The rank-one figure's panels: tracked metric -> title.
+RANK_ONE_PANELS = {
+    "rank_one_distance": "distance to the rank-one tensors",
+    "norm_ratio": "second / largest component norm",
+    "trajectory_distance": "distance to the rank-one trajectory",
+}
+
+
+@styled
+def rank_one_figure(
+    result, seed: int | None = None, metrics: Sequence[str] = tuple(RANK_ONE_PANELS)
+):
+    """Distances over the window of a :class:`~tflib.experiments.rank_one.RankOneResult`: one panel
+    per metric, one curve per init scale. Explained in the rank-one convergence chapter."""
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4.3 * len(metrics), 3.4), layout="constrained"
+    )
+    for k, (ax, metric) in enumerate(zip(np.atleast_1d(axes), metrics)):
+        runs = {f"init {s:g}": result.window(s, seed) for s in result.config.init_stds}
+        plot_errors({label: (h["steps"], h[metric]) for label, h in runs.items()}, ax=ax, ylabel="")
+        ax.set(
+            title=RANK_ONE_PANELS.get(metric, metric), xlabel="iterations since leaving the origin"
+        )
+        if k > 0:
+            ax.get_legend().remove()
+    return fig
+
+
+@styled
+def plot_scaling(
+    init_stds: Sequence[float],
+    values: Mapping[str, Sequence[float]],
+    fit_below: float = np.inf,
+    ax: Axes | None = None,
+) -> Axes:
+    """Values (label -> one per init scale) against the init scale on log-log axes, with the slope
+    of a least-squares line through the points of init scale at most ``fit_below``.
+
+    Explained in the rank-one convergence chapter.
+    """
+    ax = _axis(ax)
+    x = np.asarray(init_stds)
+    for color, (label, ys) in zip(itertools.cycle(COLORS), values.items()):
+        used = x <= fit_below
+        slope, intercept = np.polyfit(np.log10(x[used]), np.log10(np.asarray(ys)[used]), 1)
+        ax.plot(x, ys, "o", color=color, label=f"{label} (slope {slope:.2g})")
+        ax.plot(x[used], 10 ** (intercept + slope * np.log10(x[used])), color=color, lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="init scale", ylabel="largest over the window")
+    ax.legend()
+    return ax
+
+
 @styled
 def completion_figure(result) -> Figure:
     """Reconstruction error against the number of observed entries, one curve per method (depth

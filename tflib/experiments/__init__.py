@@ -17,6 +17,7 @@ from tflib.experiments.matrix import (
     run_matrix,
 )
 from tflib.experiments.norm_law import NormLawCheck, norm_law_check
+from tflib.experiments.rank_one import RankOneConfig, RankOneResult, rank_one_config, run_rank_one
 
 __all__ = [
     "DynamicsConfig",
@@ -25,6 +26,10 @@ __all__ = [
     "dynamics_config",
     "norm_law_check",
     "run_dynamics",
+    "RankOneConfig",
+    "RankOneResult",
+    "rank_one_config",
+    "run_rank_one",
     "MatrixConfig",
     "MatrixResult",
     "matrix_config",

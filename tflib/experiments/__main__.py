@@ -10,10 +10,10 @@ import argparse
 
 import matplotlib
 
-from tflib.experiments import dynamics, matrix
+from tflib.experiments import dynamics, matrix, rank_one
 
 #: The experiment modules, in the book's order.
-EXPERIMENTS = (matrix, dynamics)
+EXPERIMENTS = (matrix, dynamics, rank_one)
 
 
 def main(argv: list[str] | None = None) -> None:

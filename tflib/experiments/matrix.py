@@ -12,7 +12,6 @@ Explained in the Matrix factorization chapter.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,19 +60,17 @@ def matrix_config(scale="book", seed=0, *, incremental=False, **overrides) -> Ma
     """The experiment at a scale ("book" or "paper"), its seeds counted from ``seed``, with any
     field overridden. ``incremental=True``: depths 2 and 3 from init scales 1e-2 and 1e-3 at the
     second number of observations, one seed, no baseline, recorded every 10 steps."""
-    config = config_at_scale(SCALES, scale)
     if incremental:
-        config = dataclasses.replace(
-            config,
-            n_observations=config.n_observations[1:2],
-            depths=(2, 3),
-            init_stds=(1e-2, 1e-3),
-            nuclear_norm=False,
-            track_every=10,
-            seeds=(0,),
-        )
-    overrides.setdefault("seeds", tuple(seed + s for s in config.seeds))
-    return dataclasses.replace(config, **overrides)
+        second = config_at_scale(SCALES, scale).n_observations[1:2]
+        overrides = {
+            "n_observations": second,
+            "depths": (2, 3),
+            "init_stds": (1e-2, 1e-3),
+            "nuclear_norm": False,
+            "track_every": 10,
+            "seeds": (seed,),
+        } | overrides
+    return config_at_scale(SCALES, scale, seed, **overrides)
 
 
 @dataclass
