@@ -36,7 +36,7 @@ class MatrixConfig:
 
     shape: tuple[int, int] = (100, 100)
     target_rank: int = 5
-    n_observations: tuple[int, ...] = (1000, 1500, 2000, 2500, 3000, 3500)
+    n_observations: tuple[int, ...] = (1000, 2000, 3000, 4000, 5000)
     depths: tuple[int, ...] = (1, 2, 3)
     init_stds: tuple[float, ...] = (1e-3,)
     nuclear_norm: bool = True
