@@ -201,18 +201,12 @@ def run_command(args: argparse.Namespace) -> None:
     from tflib.plots import completion_figure, singular_values_figure
 
     overrides = {"seeds": tuple(args.seeds)} if args.seeds else {}
-    if args.max_steps is not None:
-        overrides["max_steps"] = args.max_steps
+    overrides |= {"max_steps": args.max_steps} if args.max_steps else {}
     config = matrix_config(args.scale, incremental=args.incremental, **overrides)
     out = Path(args.out) / ("incremental" if args.incremental else "completion")
     print(f"matrix experiment, scale {args.scale!r}, seeds {config.seeds}, writing to {out}")
-    result = run_matrix(
-        config,
-        device=args.device,
-        dtype=getattr(torch, args.dtype),
-        out_dir=out,
-        progress=not args.no_progress,
-    )
+    dtype, progress = getattr(torch, args.dtype), not args.no_progress
+    result = run_matrix(config, device=args.device, dtype=dtype, out_dir=out, progress=progress)
     if any(history.status == "interrupted" for history in result.runs.values()):
         return print("interrupted: run the same command again to resume")
     for method, errors in result.final().items():
