@@ -116,7 +116,7 @@ def test_indices_on_another_device_are_rejected():
         model(torch.zeros(1, 2, dtype=torch.int64, device="meta"))
 
 
-# --- closed-form loss and gradients ---------------------------------------------------------------
+# --- loss and gradients ------------------------------------------------------------------------
 
 
 def loss_by_hand(factors, indices, targets) -> float:
@@ -144,42 +144,19 @@ def gradients_by_finite_differences(factors, indices, targets, h=1e-6) -> list[n
 
 
 @pytest.mark.parametrize(("shape", "depth", "width"), CASES)
-def test_loss_and_gradients_match_a_float64_brute_force(shape, depth, width):
+def test_gradients_of_the_loss_match_a_float64_brute_force(shape, depth, width):
     model = DeepMatrixFactorization(shape, depth, 0.8, width=width, seed=8, dtype=torch.float64)
     indices = torch.cat([all_indices(shape)[::2], all_indices(shape)[:3]])  # with repeats
-    targets = torch.randn(
-        len(indices), dtype=torch.float64, generator=torch.Generator().manual_seed(9)
-    )
-    loss, gradients = model.loss_and_gradients(indices, targets)
-    assert float(loss) == pytest.approx(
+    generator = torch.Generator().manual_seed(9)
+    targets = torch.randn(len(indices), dtype=torch.float64, generator=generator)
+    loss = torch.nn.functional.mse_loss(model(indices), targets)
+    assert loss.item() == pytest.approx(
         loss_by_hand(model.factors, indices, targets.numpy()), rel=1e-12
     )
+    gradients = torch.autograd.grad(loss, list(model.factors))
     expected = gradients_by_finite_differences(model.factors, indices, targets.numpy())
     for gradient, reference in zip(gradients, expected, strict=True):
         np.testing.assert_allclose(gradient.numpy(), reference, rtol=1e-6, atol=1e-8)
-
-
-def test_loss_and_gradients_agree_with_autograd_in_float32():
-    model = DeepMatrixFactorization((7, 5), 3, 0.5, seed=10)
-    indices, targets = all_indices((7, 5))[::3], torch.linspace(-1, 1, 12)
-    loss, gradients = model.loss_and_gradients(indices, targets)
-    autograd_loss = torch.nn.functional.mse_loss(model(indices), targets)
-    expected = torch.autograd.grad(autograd_loss, list(model.factors))
-    assert float(loss) == pytest.approx(autograd_loss.item(), rel=1e-6)
-    for gradient, reference in zip(gradients, expected, strict=True):
-        torch.testing.assert_close(gradient, reference, rtol=1e-5, atol=1e-7)
-
-
-def test_loss_and_gradients_reject_indices_outside_the_matrix():
-    model = DeepMatrixFactorization((3, 4), 2, 0.1)
-    with pytest.raises(IndexError, match="mode 0"):
-        model.loss_and_gradients(torch.tensor([[3, 0]]), torch.zeros(1))
-
-
-def test_loss_and_gradients_reject_targets_of_the_wrong_shape():
-    model = DeepMatrixFactorization((3, 4), 2, 0.1)
-    with pytest.raises(ValueError, match=r"targets of shape \(2,\) do not match"):
-        model.loss_and_gradients(torch.tensor([[0, 0]]), torch.zeros(2))
 
 
 def test_depth_one_never_moves_an_unobserved_entry():
@@ -387,3 +364,9 @@ def test_cli_writes_results_and_figure(tmp_path, capsys):
     assert len(result.runs) == 3 * 4  # three numbers of observations, three depths and baseline
     assert (tmp_path / "completion" / "figure.png").stat().st_size > 0
     assert "nuclear norm: median errors" in capsys.readouterr().out
+
+
+def test_fitting_targets_of_the_wrong_shape_is_rejected():
+    model = DeepMatrixFactorization((3, 4), 2, 0.1)
+    with pytest.raises(ValueError, match=r"targets must have shape \(M,\) = \(2,\)"):
+        fit(model, torch.tensor([[0, 0], [1, 1]]), torch.zeros(2, 1), steps=1, progress=False)

@@ -80,33 +80,6 @@ class DeepMatrixFactorization(nn.Module):
         check_indices(indices, self.shape)
         return self.full()[indices[:, 0], indices[:, 1]]
 
-    @torch.no_grad()
-    def loss_and_gradients(
-        self, indices: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        r"""The mean squared error at the observed entries and its gradient for every factor.
-
-        With :math:`G = \nabla_W \mathcal{L}` (zero off the observed entries), the gradient for
-        :math:`W_j` is :math:`(W_L \cdots W_{j+1})^\top G\, (W_{j-1} \cdots W_1)^\top`: closed
-        form, about twice as fast as autograd for the small matrices of the chapter.
-        """
-        check_indices(indices, self.shape)
-        if targets.shape != indices.shape[:1]:
-            raise ValueError(f"targets of shape {tuple(targets.shape)} do not match the indices")
-        prefix = [self.factors[0]]  # W_1, W_2 W_1, ..., W_L ... W_1
-        for factor in self.factors[1:]:
-            prefix.append(factor @ prefix[-1])
-        rows, columns = indices.unbind(1)
-        residual = prefix[-1][rows, columns] - targets
-        left = torch.zeros_like(prefix[-1]).index_put_(
-            (rows, columns), residual * (2 / len(residual)), accumulate=True
-        )  # G, then W_L^T G, then (W_L W_{L-1})^T G, ...
-        gradients = []
-        for j in reversed(range(len(self.factors))):
-            gradients.append(left @ prefix[j - 1].T if j > 0 else left)
-            left = self.factors[j].T @ left
-        return residual.square().mean(), gradients[::-1]
-
     def singular_values(self) -> torch.Tensor:
         """Singular values of the end-to-end matrix, in decreasing order."""
         return torch.linalg.svdvals(self.full().detach())
@@ -129,13 +102,14 @@ def nuclear_norm_completion(
         raise ValueError(f"values of shape {tuple(values.shape)} do not match the indices")
     rows, columns = indices.cpu().numpy().T
     matrix = cp.Variable(shape)
-    fit = [matrix[rows, columns] == values.detach().cpu().double().numpy()]
-    problem = cp.Problem(cp.Minimize(cp.normNuc(matrix)), fit)
+    constraints = [matrix[rows, columns] == values.detach().cpu().double().numpy()]
+    problem = cp.Problem(cp.Minimize(cp.normNuc(matrix)), constraints)
     options = {"solver": "SCS", "eps_abs": 1e-6, "eps_rel": 1e-6} | solver_options
     problem.solve(**options)
     if problem.status != "optimal":
         raise RuntimeError(
             f"the nuclear-norm solver stopped with status {problem.status!r}, not 'optimal' "
-            f"(options {options}); its answer is not the minimum: allow more iterations"
+            f"(options {options}); its answer is not the minimum: allow more iterations "
+            "(max_iters) or try another solver"
         )
     return torch.from_numpy(matrix.value)
