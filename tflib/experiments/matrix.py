@@ -163,7 +163,9 @@ def run_matrix(
     return result
 
 
-def norms_versus_rank(depth: int, steps=6000, lr=5e-3, init_scale=0.1, seed=0, progress=True):
+def norms_versus_rank(
+    depth: int, steps=6000, lr=5e-3, init_scale=0.1, seed=0, progress=True
+) -> History:
     """Gradient descent (the adaptive step) on the 2 x 2 problem of Razin & Cohen (2020), w12 =
     w21 = 1 and w22 = 0 observed, from a balanced initialization with a positive determinant:
     each factor is ``init_scale`` times a random rotation. Float64, CPU; tracks the magnitude of
@@ -184,16 +186,8 @@ def norms_versus_rank(depth: int, steps=6000, lr=5e-3, init_scale=0.1, seed=0, p
     }
     track = {k: lambda m, f=f: f(m.full()) for k, f in measures.items()}
     indices, values = torch.tensor([[0, 1], [1, 0], [1, 1]]), torch.tensor([1.0, 1.0, 0.0])
-    return fit(
-        model,
-        indices,
-        values,
-        steps=steps,
-        optimizer="adaptive_gd",
-        lr=lr,
-        track=track,
-        progress=progress,
-    )
+    options = {"optimizer": "adaptive_gd", "lr": lr, "track": track, "progress": progress}
+    return fit(model, indices, values, steps=steps, **options)
 
 
 def run_command(args: argparse.Namespace) -> None:
