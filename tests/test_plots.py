@@ -11,10 +11,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from tflib.experiments import DynamicsConfig, DynamicsResult, NaturalResult, natural_config
+from tflib.experiments import (
+    DynamicsConfig,
+    DynamicsResult,
+    MatrixConfig,
+    MatrixResult,
+    NaturalResult,
+    natural_config,
+)
 from tflib.plots import (
+    completion_figure,
     dynamics_figure,
     dynamics_result_figure,
+    metric_panels,
     natural_result_figure,
     norm_law_figure,
     plot_component_norms,
@@ -22,6 +31,7 @@ from tflib.plots import (
     plot_rank_errors,
     plot_scaling,
     rank_one_figure,
+    singular_values_figure,
 )
 from tflib.train import History
 
@@ -255,4 +265,78 @@ def test_natural_result_figure_draws_a_panel_per_data_set():
         line.get_ydata()[0] for line in figure.axes[1].lines if "variance" in line.get_label()
     ]
     assert variance == pytest.approx([0.1])
+    return figure
+
+
+# --- the Matrix factorization chapter -------------------------------------------------------------
+
+
+def matrix_history(values: dict[str, np.ndarray], steps=STEPS) -> History:
+    metrics = {name: np.asarray(v).tolist() for name, v in values.items()}
+    return History(steps=list(steps), loss=[0.0] * len(steps), metrics=metrics, status="converged")
+
+
+@COMPARE
+def test_completion_figure_draws_the_median_of_every_method_and_a_dot_per_seed():
+    config = MatrixConfig((10, 10), 2, (20, 40, 60), depths=(1, 3), seeds=(0, 1))
+    errors = {
+        1: [[0.9, 0.8], [0.85, 0.8], [0.7, 0.72]],
+        3: [[0.5, 0.3], [0.05, 0.02], [0.01, 0.01]],
+    }
+    errors["nuclear norm"] = [[0.6, 0.5], [0.3, 0.2], [1e-3, 2e-3]]
+    runs = {
+        (seed, n, method, None if method == "nuclear norm" else 1e-3): matrix_history(
+            {"error": [errors[method][i][k]]}, steps=[0]
+        )
+        for method in errors
+        for i, n in enumerate(config.n_observations)
+        for k, seed in enumerate(config.seeds)
+    }
+    figure = completion_figure(MatrixResult(config, runs))
+    (ax,) = figure.axes
+    assert [line.get_label() for line in ax.get_lines()[:3]] == [
+        "depth 1",
+        "depth 3",
+        "nuclear norm",
+    ]
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [0.4, 0.035, 0.01])
+    assert ax.get_xlabel() == "observed entries" and ax.get_yscale() == "log"
+    return figure
+
+
+@COMPARE
+def test_singular_values_figure_has_a_panel_per_depth_and_init_scale():
+    config = MatrixConfig((10, 10), 2, (40,), depths=(2, 3), init_stds=(1e-2, 1e-3), seeds=(0,))
+    runs = {
+        (0, 40, depth, std): matrix_history({"singular_values": scale * synthetic_norms(STEPS, 3)})
+        for depth, std, scale in [(2, 1e-2, 1.0), (2, 1e-3, 2.0), (3, 1e-2, 3.0), (3, 1e-3, 4.0)]
+    }
+    figure = singular_values_figure(MatrixResult(config, runs))
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == [
+        "depth 2, init 0.01",
+        "depth 2, init 0.001",
+        "depth 3, init 0.01",
+        "depth 3, init 0.001",
+    ]
+    assert all(ax.get_ylabel() == "singular value" and len(ax.lines) == 3 for ax in figure.axes)
+    np.testing.assert_allclose(
+        figure.axes[3].lines[0].get_ydata(), 4 * synthetic_norms(STEPS, 3)[:, 0]
+    )
+    return figure
+
+
+@COMPARE
+def test_metric_panels_draw_one_panel_per_metric_and_one_curve_per_run():
+    histories = {
+        f"depth {depth}": matrix_history(
+            {"size": np.log1p(depth * STEPS), "rank": 1 + 1 / (1 + depth * STEPS / 100)}
+        )
+        for depth in (3, 4)
+    }
+    figure = metric_panels(histories, {"size": "|w11|", "rank": "effective rank"}, log=["size"])
+    left, right = figure.axes
+    assert (left.get_ylabel(), right.get_ylabel()) == ("|w11|", "effective rank")
+    assert (left.get_yscale(), right.get_yscale()) == ("log", "linear")
+    assert [line.get_label() for line in right.get_lines()] == ["depth 3", "depth 4"]
     return figure

@@ -273,3 +273,64 @@ def natural_result_figure(result) -> Figure:
         ax.get_legend().remove()  # one legend for all panels
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right center", fontsize=9)
     return fig
+
+
+@styled
+def completion_figure(result) -> Figure:
+    """Reconstruction error against the number of observed entries, one curve per method (depth
+    or nuclear norm) of a :class:`~tflib.experiments.matrix.MatrixResult`: the median over seeds,
+    and a dot per seed.
+
+    Explained in the Matrix factorization chapter.
+    """
+    finals, n = result.final(), np.asarray(result.config.n_observations)
+    ax = plot_errors({method: (n, np.median(errors, axis=1)) for method, errors in finals.items()})
+    for color, errors in zip(itertools.cycle(COLORS), finals.values()):
+        ax.plot(np.repeat(n, errors.shape[1]), errors.ravel(), ".", color=color, alpha=0.5)
+    ax.set_xlabel("observed entries")
+    return ax.figure
+
+
+@styled
+def singular_values_figure(result, seed: int | None = None) -> Figure:
+    """Singular values of the end-to-end matrix against iterations, one panel per depth (rows) and
+    init scale (columns) of a :class:`~tflib.experiments.matrix.MatrixResult`, at its first number
+    of observations and seed.
+
+    Explained in the Matrix factorization chapter.
+    """
+    depths, stds, n = result.config.depths, result.config.init_stds, result.config.n_observations[0]
+    fig, axes = plt.subplots(
+        len(depths),
+        len(stds),
+        figsize=(4.5 * len(stds), 3 * len(depths)),
+        sharex=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    for (depth, std), ax in zip(itertools.product(depths, stds), axes.flat):
+        history = result.history(n, depth, std, seed)
+        title = f"depth {depth}, init {std:g}"
+        plot_component_norms(history["steps"], history["singular_values"], ax=ax, title=title)
+        ax.set_ylabel("singular value")
+    for ax in axes[:-1].flat:
+        ax.set_xlabel("")
+    return fig
+
+
+@styled
+def metric_panels(
+    histories: Mapping, metrics: Mapping[str, str], log: Sequence[str] = ()
+) -> Figure:
+    """One panel per tracked metric (name -> axis label), one curve per run (label ->
+    :class:`~tflib.train.History`), against iterations; metrics named in ``log`` on a log scale.
+
+    Explained in the Matrix factorization chapter.
+    """
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(3.6 * len(metrics), 3.2), layout="constrained"
+    )
+    for ax, (name, label) in zip(np.atleast_1d(axes), metrics.items()):
+        curves = {run: (h["steps"], h[name]) for run, h in histories.items()}
+        plot_errors(curves, ax=ax, ylabel=label, log=name in log)
+    return fig
