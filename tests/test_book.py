@@ -91,12 +91,3 @@ def test_chapter_renders_theorems_exercises_and_citations(built_book, page):
     assert "Razin" in html, "citations resolve to author names"
     assert "<img" in html, "figures are embedded"
     assert 'href="api.html#tflib.' in html, "tflib names link to the API"
-
-
-def test_prediction_chapter_renders_its_definitions_network_citation_and_figures(built_book):
-    html = (built_book / "book" / "prediction_as_completion.html").read_text()
-    for kind in ("definition", "proposition"):
-        assert f'class="proof {kind} admonition"' in html, kind
-    assert "Cohen" in html, "the network view cites Cohen, Sharir and Shashua"
-    assert html.count("<img") >= 6, "the task, the digit, the diagrams and the fit are drawn"
-    assert 'href="api.html#tflib.network.CPNetwork"' in html
