@@ -23,13 +23,16 @@ from tflib.plots import (
     completion_figure,
     dynamics_figure,
     dynamics_result_figure,
+    factorization_networks_figure,
     metric_panels,
     natural_result_figure,
     norm_law_figure,
     plot_component_norms,
     plot_errors,
+    plot_images,
     plot_rank_errors,
     plot_scaling,
+    plot_tensor_slices,
     rank_one_figure,
     singular_values_figure,
 )
@@ -340,3 +343,110 @@ def test_metric_panels_draw_one_panel_per_metric_and_one_curve_per_run():
     assert (left.get_yscale(), right.get_yscale()) == ("log", "linear")
     assert [line.get_label() for line in right.get_lines()] == ["depth 3", "depth 4"]
     return figure
+
+
+# --- the "Tensor completion as prediction" chapter -----------------------------------------------
+
+#: Six 3-pixel images at the 5 gray levels, as the chapter draws its training images.
+LEVELS = np.array([[2, 3, 0], [1, 1, 3], [2, 4, 2], [3, 1, 2], [0, 1, 1], [4, 4, 4]])
+
+
+def toy_tensors() -> tuple[np.ndarray, np.ndarray]:
+    """A smooth 5 x 5 x 5 tensor and a fixed mask of 40 observed entries."""
+    b = np.linspace(0, 1, 5)
+    tensor = np.einsum("i,j,k->ijk", b, b, b) + 0.5 * np.einsum("i,j,k->ijk", 1 - b, 1 - b, 1 - b)
+    mask = (np.arange(125).reshape(5, 5, 5) * 37 % 125) < 40
+    return tensor, mask
+
+
+@COMPARE
+def test_plot_images_figure():
+    titles = [str(tuple(x)) for x in LEVELS.tolist()]
+    figure = plot_images(LEVELS[:, None, :] / 4, titles)
+    assert [ax.get_title() for ax in figure.axes] == titles
+    return figure
+
+
+def test_plot_images_shows_each_image_at_its_intensities_with_pixel_borders():
+    images = np.random.default_rng(0).random((2, 8, 8))
+    figure = plot_images(images)
+    try:
+        for ax, image in zip(figure.axes, images):
+            np.testing.assert_array_equal(ax.images[0].get_array(), image)
+            assert ax.images[0].get_clim() == (0, 1), "0 is black and 1 white for every image"
+            assert len(ax.lines) == 7 + 7, "a border between neighbouring pixels"
+    finally:
+        plt.close(figure)
+
+
+@COMPARE
+def test_plot_tensor_slices_figure():
+    tensor, mask = toy_tensors()
+    figure = plot_tensor_slices({"observed": np.where(mask, tensor, np.nan), "truth": tensor}, mask)
+    assert [ax.get_title() for ax in figure.axes[:5]] == [f"pixel 1 = {i}" for i in range(5)]
+    return figure
+
+
+def test_plot_tensor_slices_marks_exactly_the_observed_entries_on_one_color_scale():
+    tensor, mask = toy_tensors()
+    figure = plot_tensor_slices({"a": tensor, "b": 2 * tensor}, mask)
+    try:
+        panels = figure.axes[:10]
+        for k, ax in enumerate(panels):
+            row, i = divmod(k, 5)
+            dots = ax.collections[0].get_offsets()  # (column, row) of each dot
+            assert sorted(map(tuple, np.asarray(dots)[:, ::-1].astype(int).tolist())) == sorted(
+                map(tuple, np.argwhere(mask[i]).tolist())
+            )
+            np.testing.assert_allclose(ax.images[0].get_array(), (1 + row) * tensor[i])
+            assert ax.images[0].get_clim() == (tensor.min(), 2 * tensor.max())
+    finally:
+        plt.close(figure)
+
+
+@pytest.mark.parametrize(
+    "tensors, observed",
+    [
+        ({"a": np.zeros((5, 5))}, None),
+        ({"a": np.zeros((5, 5, 5)), "b": np.zeros((4, 5, 5))}, None),
+        ({"a": np.zeros((5, 5, 5))}, np.zeros((5, 5), dtype=bool)),
+        ({}, None),
+    ],
+)
+def test_plot_tensor_slices_rejects_tensors_it_cannot_draw(tensors, observed):
+    with pytest.raises(ValueError, match="order-3 tensors"):
+        plot_tensor_slices(tensors, observed)
+
+
+def test_plot_images_rejects_a_single_image_without_the_batch_axis():
+    with pytest.raises(ValueError, match=r"\(K, h, w\)"):
+        plot_images(np.zeros((8, 8)))
+
+
+@COMPARE
+def test_factorization_networks_figure():
+    figure = factorization_networks_figure()
+    left, right = figure.axes
+    assert left.get_title() == "matrix factorization: a linear network"
+    assert right.get_title() == "CP factorization: a non-linear network"
+    return figure
+
+
+@pytest.mark.parametrize("depth, order, dim, rank", [(3, 3, 5, 3), (2, 4, 2, 10), (1, 1, 3, 1)])
+def test_factorization_networks_figure_draws_every_node_and_edge(depth, order, dim, rank):
+    figure = factorization_networks_figure(depth=depth, order=order, dim=dim, rank=rank)
+    try:
+        left, right = figure.axes
+        widths = [dim] + [rank] * (depth - 1) + [dim]
+        assert sum(len(c.get_offsets()) for c in left.collections) == sum(widths)
+        assert len(left.lines) == sum(a * b for a, b in zip(widths, widths[1:]))
+        nodes = order * (dim + rank) + rank + 1  # inputs, channels, products, the sum
+        assert sum(len(c.get_offsets()) for c in right.collections) == nodes
+        assert len(right.lines) == order * (dim * rank + rank) + rank
+    finally:
+        plt.close(figure)
+
+
+def test_factorization_networks_figure_rejects_empty_networks():
+    with pytest.raises(ValueError, match="dim >= 2"):
+        factorization_networks_figure(dim=1)
