@@ -78,11 +78,11 @@ def _scaled(tensor: torch.Tensor, fro_norm: float | None, device=None, dtype=tor
 def random_hierarchical_tensor(
     shape, ranks, fro_norm=1.0, *, pool=2, seed=None, **to
 ) -> torch.Tensor:
-    r"""A random tensor of hierarchical rank at most ``ranks`` on the mode tree of ``pool``: a
-    :class:`~tflib.hierarchical.HierarchicalFactorization` of widths ``ranks``, its matrices
-    i.i.d. standard normal (drawn as :func:`random_cp_tensor` draws its factors) and its output
-    weights ones, scaled as there (``to``: device, dtype). One level (``pool >= N``) gives the
-    tensor :func:`random_cp_tensor` draws with the same seed.
+    r"""A random tensor whose matricization at a node of level l of the mode tree of ``pool`` has
+    rank at most ``ranks[l]``: a :class:`~tflib.hierarchical.HierarchicalFactorization` of widths
+    ``ranks``, its matrices i.i.d. standard normal (drawn as :func:`random_cp_tensor` draws its
+    factors) and its output weights ones, scaled as there (``to``: device, dtype). One level
+    (``pool >= N``) gives the tensor :func:`random_cp_tensor` draws with the same seed.
 
     Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
     """

@@ -45,8 +45,8 @@ class HierarchicalFactorization(nn.Module):
     Parameters
     ----------
     shape : :math:`(d_1, \ldots, d_N)`, N >= 2
-    widths : :math:`(r_1, \ldots, r_L)` (an int: the same at every level); :math:`r_l` bounds the
-        ranks of the matricizations at the nodes of level l - 1
+    widths : :math:`(r_1, \ldots, r_L)` (an int: the same at every level); the matricization at a
+        node of level l < L has rank at most :math:`r_{l+1}` (and :math:`r_l`, if l >= 1)
     init_std : the weights are i.i.d. normal with mean 0 and this std
     pool : the pooling window of the mode tree (2: binary)
     seed, device, dtype : as for :class:`~tflib.CPFactorization`
