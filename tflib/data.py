@@ -65,7 +65,7 @@ def random_cp_tensor(
     return _scaled(cp_to_tensor(factors), fro_norm, device, dtype)
 
 
-def _scaled(tensor: torch.Tensor, fro_norm: float | None, device=None, dtype=torch.float32):
+def _scaled(tensor: torch.Tensor, fro_norm: float | None, device, dtype) -> torch.Tensor:
     if fro_norm is not None and not fro_norm > 0:
         raise ValueError(
             f"fro_norm must be positive (or None to keep the drawn scale), got {fro_norm}"
@@ -76,12 +76,19 @@ def _scaled(tensor: torch.Tensor, fro_norm: float | None, device=None, dtype=tor
 
 
 def random_hierarchical_tensor(
-    shape, ranks, fro_norm=1.0, *, pool=2, seed=None, **to
+    shape: Sequence[int],
+    ranks: Sequence[int],
+    fro_norm: float | None = 1.0,
+    *,
+    pool: int = 2,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     r"""A random tensor whose matricization at a node of level l of the mode tree of ``pool`` has
     rank at most ``ranks[l]``: a :class:`~tflib.hierarchical.HierarchicalFactorization` of widths
     ``ranks``, its matrices i.i.d. standard normal (drawn as :func:`random_cp_tensor` draws its
-    factors) and its output weights ones, scaled as there (``to``: device, dtype). One level
+    factors) and its output weights ones, scaled as there. One level
     (``pool >= N``) gives the tensor :func:`random_cp_tensor` draws with the same seed.
 
     Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
@@ -92,7 +99,7 @@ def random_hierarchical_tensor(
         for weights in [*model.leaves, *model.inner]:
             weights.copy_(torch.randn(weights.shape, generator=generator, dtype=torch.float64))
         model.output.fill_(1.0)
-        return _scaled(model.full(), fro_norm, **to)
+        return _scaled(model.full(), fro_norm, device, dtype)
 
 
 def sample_entries(

@@ -64,9 +64,17 @@ class HierarchicalFactorization(nn.Module):
     """
 
     def __init__(
-        self, shape: Sequence[int], widths: int | Sequence[int], init_std: float, *, pool: int = 2,
-        seed: int | None = None, device=None, dtype=torch.float32, method: str = "auto",
-    ) -> None:  # fmt: skip
+        self,
+        shape: Sequence[int],
+        widths: int | Sequence[int],
+        init_std: float,
+        *,
+        pool: int = 2,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        method: str = "auto",
+    ) -> None:
         super().__init__()
         self.shape = tuple(int(d) for d in shape)
         if min(self.shape, default=0) < 1:

@@ -60,8 +60,8 @@ def hierarchical_config(scale: str = "book", seed: int = 0, **overrides) -> Hier
 @dataclass
 class HierarchicalResult(Results):
     """Histories keyed by (seed,), tracking "norms" (per pooling node, level by level and the root
-    last, its largest local component norms), "effective_ranks" (per node below the root, level
-    by level) and "error"."""
+    last, its largest local component norms), "singular_values" (the largest) and
+    "effective_ranks" of the matricizations at the nodes below the root, and "error"."""
 
     config_type: ClassVar[type] = HierarchicalConfig
 
@@ -84,6 +84,13 @@ def run_hierarchical(
     device = torch.device(device) if device is not None else default_device()
     result, top = HierarchicalResult(config), min(config.n_tracked, *config.widths)
     nodes = [node for level in mode_tree(len(config.shape))[:-1] for node in level]
+    rows = [math.prod(config.shape[n] for n in node) for node in nodes]
+    spectrum = min(config.n_tracked, *rows, *(math.prod(config.shape) // r for r in rows))
+
+    def spectra(m: HierarchicalFactorization) -> list[torch.Tensor]:
+        """The singular values of the matricizations at the tree's nodes below the root."""
+        return [torch.linalg.svdvals(matricization(m.full(), node)) for node in nodes]
+
     options = {k: getattr(config, k) for k in ("optimizer", "lr", "loss_tol", "track_every")}
     size, pool = math.prod(config.shape) ** 0.5, config.target_pool
     for seed in config.seeds:  # the seeds of the dynamics experiment: a CP target is its target
@@ -97,9 +104,8 @@ def run_hierarchical(
         ).to(dtype)
         track = {
             "norms": lambda m: torch.cat([n.topk(top).values for n in m.local_component_norms()]),
-            "effective_ranks": lambda m: torch.tensor(
-                [effective_rank(matricization(m.full(), node)) for node in nodes]
-            ),
+            "singular_values": lambda m: torch.stack([s[:spectrum] for s in spectra(m)]),
+            "effective_ranks": lambda m: torch.tensor([effective_rank(s) for s in spectra(m)]),
             "error": lambda m, t=target: normalized_reconstruction_error(m.full(), t),
         }
         name = f"seed{seed}"

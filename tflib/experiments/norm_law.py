@@ -100,9 +100,17 @@ def _along_trajectory(model, indices, targets, norms, rates, lr, steps, order) -
 
 
 def hierarchical_norm_law_check(
-    order: int = 4, *, pool: int = 2, dim: int = 3, widths: int = 4, target_rank: int = 2,
-    init_std: float = 0.5, lr: float = 1e-2, steps: int = 3000, seed: int = 0,
-) -> NormLawCheck:  # fmt: skip
+    order: int = 4,
+    *,
+    pool: int = 2,
+    dim: int = 3,
+    widths: int = 4,
+    target_rank: int = 2,
+    init_std: float = 0.5,
+    lr: float = 1e-2,
+    steps: int = 3000,
+    seed: int = 0,
+) -> NormLawCheck:
     r""":func:`norm_law_check` for the local components of a balanced hierarchical factorization
     (all nodes' components as columns, level by level), against the law's rate
     :math:`K \|\mathcal{C}\|^{1-2/K} \langle -\partial \mathcal{L} / \partial \mathbf{w},
