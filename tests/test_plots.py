@@ -29,6 +29,7 @@ from tflib.plots import (
     metric_panels,
     natural_result_figure,
     norm_law_figure,
+    norms_side_by_side,
     plot_component_norms,
     plot_errors,
     plot_images,
@@ -458,6 +459,16 @@ def test_factorization_networks_figure_rejects_empty_networks():
 def test_hierarchical_network_figure():
     figure = hierarchical_network_figure()
     assert figure.axes[0].get_title() == "order 4, mode tree [(0, 1), (2, 3)] → [(0, 1, 2, 3)]"
+    return figure
+
+
+@COMPARE
+def test_norms_side_by_side():
+    norms = synthetic_norms(STEPS)
+    panels = {"matrix": (STEPS, norms, "singular value"), "CP": (STEPS, 2 * norms, "norm")}
+    figure = norms_side_by_side(panels)
+    assert [ax.get_title() for ax in figure.axes] == ["matrix", "CP"]
+    assert [ax.get_ylabel() for ax in figure.axes] == ["singular value", "norm"]
     return figure
 
 

@@ -504,6 +504,19 @@ def factorization_networks_figure(
 
 
 @styled
+def norms_side_by_side(panels: Mapping[str, tuple[Sequence[int], np.ndarray, str]]) -> Figure:
+    """:func:`plot_component_norms` panels side by side: title -> (steps, norms, y label).
+
+    Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), layout="constrained")
+    for ax, (title, (steps, norms, ylabel)) in zip(np.atleast_1d(axes), panels.items()):
+        plot_component_norms(steps, norms, ax=ax, title=title)
+        ax.set_ylabel(ylabel)
+    return fig
+
+
+@styled
 def hierarchical_network_figure(order: int = 4, dim: int = 3, width: int = 3, pool: int = 2):
     r"""A hierarchical tensor factorization as a network: one-hot inputs (the 1 orange), the
     leaves' channels, then per level product pooling of the children's channels (one color per
