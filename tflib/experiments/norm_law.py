@@ -107,8 +107,8 @@ def hierarchical_norm_law_check(
     widths: int = 4,
     target_rank: int = 2,
     init_std: float = 0.5,
-    lr: float = 1e-2,
-    steps: int = 3000,
+    lr: float = 5e-3,
+    steps: int = 6000,
     seed: int = 0,
 ) -> NormLawCheck:
     r""":func:`norm_law_check` for the local components of a balanced hierarchical factorization
