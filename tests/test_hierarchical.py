@@ -205,14 +205,14 @@ def test_balance_keeps_the_tensor_and_equalizes_every_local_components_vectors(s
     model.balance()
     torch.testing.assert_close(model.full().detach(), before, rtol=1e-10, atol=1e-12)
     for level in range(1, len(model.tree)):
-        for kids, own in model._local_vectors(level):
+        for kids, own in model.local_vectors(level):
             norms = torch.stack([k.norm(dim=0) for k in kids] + [own.norm(dim=1)])
             assert (norms.max(0).values / norms.min(0).values).max() < 1 + 1e-9
 
 
 def test_an_unbalanced_model_is_not_reported_balanced():
     model = model_of((3, 4, 2, 3), (3, 4), 2, seed=5)
-    kids, own = model._local_vectors(2)[0]
+    kids, own = model.local_vectors(2)[0]
     norms = torch.stack([k.norm(dim=0) for k in kids] + [own.norm(dim=1)])
     assert (norms.max(0).values / norms.min(0).values).max() > 1.5
 

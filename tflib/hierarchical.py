@@ -132,9 +132,9 @@ class HierarchicalFactorization(nn.Module):
         """The whole tensor, shape ``(d_1, ..., d_N)``."""
         return self._propagate(list(self.leaves), khatri_rao).reshape(self.shape)
 
-    def _local_vectors(self, level: int) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
-        """Per node of ``level``: its children's matrices, whose columns, and its own matrix (a
-        column at the root), whose rows are the vectors of its local components."""
+    def local_vectors(self, level: int) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
+        """Per node of pooling ``level`` (1 to L): its children's matrices, whose columns, and its
+        own matrix (a column at the root), whose rows are the vectors of its local components."""
         below = list(self.leaves) if level == 1 else list(self.inner[level - 2])
         own = self.inner[level - 1] if level < len(self.tree) - 1 else self.output[None, :, None]
         return [([below[c] for c in kids], own[i]) for i, kids in enumerate(self._children(level))]
@@ -143,7 +143,7 @@ class HierarchicalFactorization(nn.Module):
         """Per pooling level (1 to L), the norms of its nodes' local components, shape (nodes,
         :math:`r_l`): the products of the norms of each child's column r and of the node's row r."""
         return [
-            torch.stack([_vector_norms(*vectors).prod(0) for vectors in self._local_vectors(k)])
+            torch.stack([_vector_norms(*vectors).prod(0) for vectors in self.local_vectors(k)])
             for k in range(1, len(self.tree))
         ]
 
@@ -154,7 +154,7 @@ class HierarchicalFactorization(nn.Module):
         columns of a matrix belong to two levels, so this is repeated until it settles)."""
         for _ in range(sweeps):
             for level in range(1, len(self.tree)):
-                for kids, own in self._local_vectors(level):
+                for kids, own in self.local_vectors(level):
                     norms = _vector_norms(kids, own)
                     tiny = torch.finfo(norms.dtype).tiny
                     scales = norms.prod(0) ** (1 / len(norms)) / norms.clamp_min(tiny)

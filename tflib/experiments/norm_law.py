@@ -137,7 +137,7 @@ def hierarchical_norm_law_check(
             gradients = torch.autograd.grad(nn.functional.mse_loss(m(indices), targets), own)
         result = []
         for level, (w, g, n) in enumerate(zip(own, gradients, m.local_component_norms()), 1):
-            k = torch.tensor([[len(kids) + 1.0] for kids, _ in m._local_vectors(level)])
+            k = torch.tensor([[len(kids) + 1.0] for kids, _ in m.local_vectors(level)])
             result.append(-k * n ** (1 - 2 / k) * (w * g).reshape(*n.shape, -1).sum(-1))
         return torch.cat([r.flatten() for r in result])
 
