@@ -51,7 +51,7 @@ class HierarchicalFactorization(nn.Module):
     pool : the pooling window of the mode tree (2: binary)
     seed, device, dtype : as for :class:`~tflib.CPFactorization`
     method : "gather" runs the network on the indices, "dense" reads the entries off :meth:`full`,
-        "auto" chooses as :func:`~tflib.cp_entries` does
+        "auto" chooses as :func:`~tflib.cp.cp_entries` does
 
     Attributes
     ----------

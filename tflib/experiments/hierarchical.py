@@ -77,7 +77,8 @@ def run_hierarchical(
     out_dir: str | Path | None = None,
     progress: bool = True,
 ) -> HierarchicalResult:
-    """Run every seed, resumable from ``out_dir`` as :func:`~tflib.experiments.run_dynamics`.
+    """Run every seed, resumable from ``out_dir`` as
+    :func:`~tflib.experiments.dynamics.run_dynamics` is.
 
     Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
     """
