@@ -17,7 +17,13 @@ import torch
 
 from tflib.data import observe, random_hierarchical_tensor, sample_entries
 from tflib.devices import default_device
-from tflib.experiments.results import Results, add_common_options, config_at_scale
+from tflib.experiments.results import (
+    Results,
+    add_common_options,
+    cli_overrides,
+    config_at_scale,
+    run_options,
+)
 from tflib.hierarchical import HierarchicalFactorization, matricization, mode_tree
 from tflib.metrics import effective_rank, normalized_reconstruction_error
 from tflib.train import History, fit
@@ -125,10 +131,9 @@ def run_command(args: argparse.Namespace) -> None:
     """``python -m tflib.experiments hierarchical``: run, write results.json and the figures."""
     from tflib.plots import plot_component_norms
 
-    config, out = hierarchical_config(args.scale), Path(args.out)
-    options = {"device": args.device, "dtype": getattr(torch, args.dtype)}
-    result = run_hierarchical(config, out_dir=out, progress=not args.no_progress, **options)
-    if any(history.status == "interrupted" for history in result.runs.values()):
+    config, out = hierarchical_config(args.scale, **cli_overrides(args)), Path(args.out)
+    result = run_hierarchical(config, **run_options(args))
+    if result.interrupted:
         return print("interrupted: run the same command again to resume")
     for seed in config.seeds:
         history, path = result.history(seed), out / f"seed{seed}.png"
@@ -140,5 +145,4 @@ def run_command(args: argparse.Namespace) -> None:
 def add_command(commands) -> None:
     """Add the ``hierarchical`` subcommand to the command line's subparsers."""
     command = commands.add_parser("hierarchical", help="local component norms (Beyond CP)")
-    add_common_options(command, SCALES, out="results/hierarchical")
-    command.set_defaults(run=run_command)
+    add_common_options(command, SCALES, "results/hierarchical", run_command)
