@@ -15,11 +15,14 @@ from tflib import HierarchicalFactorization, fit
 from tflib.data import observe, random_cp_tensor, random_hierarchical_tensor, sample_entries
 from tflib.experiments import (
     HierarchicalResult,
+    dynamics_config,
     hierarchical_config,
     hierarchical_norm_law_check,
     run_hierarchical,
 )
 from tflib.experiments.__main__ import main
+from tflib.experiments.dynamics import problem as dynamics_problem
+from tflib.experiments.hierarchical import problem
 from tflib.hierarchical import matricization, matricization_ranks, mode_tree
 
 #: (shape, widths, pool): orders 2 to 5, binary and wider pooling, a mode carried up alone (odd
@@ -383,6 +386,15 @@ def test_run_hierarchical_error_is_the_error_of_the_target(tiny):
     model = HierarchicalFactorization(config.shape, config.widths, config.init_std, seed=2)
     error = float((model.full().detach().double() - target).norm() / target.norm())
     assert tiny.history()["error"][0] == pytest.approx(error, rel=1e-5)
+
+
+def test_problem_of_one_level_is_the_dynamics_problem_scaled():
+    config = hierarchical_config(**TINY)
+    target, indices, values = problem(config, 3, dtype=torch.float64)
+    cp = dynamics_config(shape=config.shape, target_rank=2, n_observations=50)
+    cp_target, cp_indices, _ = dynamics_problem(cp, 3, dtype=torch.float64)
+    assert torch.allclose(target, 9.0 * cp_target) and torch.equal(indices, cp_indices)
+    assert torch.equal(values, target[tuple(indices.T)])
 
 
 def test_hierarchical_results_round_trip_and_resume(tiny, tmp_path):

@@ -75,6 +75,29 @@ class HierarchicalResult(Results):
         return self.runs[(self.config.seeds[0] if seed is None else seed,)]
 
 
+def problem(config: HierarchicalConfig, seed: int, device=None, dtype=torch.float32):
+    """The target tensor (entries of mean square one), observed indices and observed values of one
+    seed, drawn with the seeds of :func:`~tflib.experiments.dynamics.run_dynamics`: a target of one
+    level is the dynamics experiment's, scaled.
+
+    Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
+    """
+    size = math.prod(config.shape) ** 0.5
+    target = random_hierarchical_tensor(
+        config.shape,
+        config.target_ranks,
+        size,
+        pool=config.target_pool,
+        seed=1000 * seed,
+        device=device,
+        dtype=dtype,
+    )
+    indices = sample_entries(
+        config.shape, config.n_observations, seed=1000 * seed + 1, device=device
+    )
+    return target, indices, observe(target, indices)
+
+
 def run_hierarchical(
     config: HierarchicalConfig,
     *,
@@ -99,13 +122,8 @@ def run_hierarchical(
         return [torch.linalg.svdvals(matricization(m.full(), node)) for node in nodes]
 
     options = {k: getattr(config, k) for k in ("optimizer", "lr", "loss_tol", "track_every")}
-    size, pool = math.prod(config.shape) ** 0.5, config.target_pool
-    for seed in config.seeds:  # the seeds of the dynamics experiment: a CP target is its target
-        target = random_hierarchical_tensor(
-            config.shape, config.target_ranks, size, pool=pool, seed=1000 * seed, dtype=dtype
-        ).to(device)
-        indices = sample_entries(config.shape, config.n_observations, seed=1000 * seed + 1)
-        indices, targets = indices.to(device), observe(target, indices.to(device))
+    for seed in config.seeds:
+        target, indices, targets = problem(config, seed, device, dtype)
         model = HierarchicalFactorization(
             config.shape, config.widths, config.init_std, seed=1000 * seed + 2, device=device
         ).to(dtype)
