@@ -50,7 +50,7 @@ class HierarchicalConfig:
     seeds: tuple[int, ...] = (0,)
 
 
-#: "book": a 6 x 6 x 6 x 6 tensor of CP rank 3, widths 16 (about 10 s on 2 CPU cores); "paper":
+#: "book": a 6 x 6 x 6 x 6 tensor of CP rank 3, widths 16 (about 20 s on 2 CPU cores); "paper":
 #: the follow-up's setting, a target of hierarchical rank (5, 5), for five seeds.
 SCALES = {
     "book": HierarchicalConfig((6, 6, 6, 6), (3,), 4, 800, (16, 16), 3e-2, max_steps=30_000),
@@ -82,16 +82,9 @@ def problem(config: HierarchicalConfig, seed: int, device=None, dtype=torch.floa
 
     Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
     """
-    size = math.prod(config.shape) ** 0.5
-    target = random_hierarchical_tensor(
-        config.shape,
-        config.target_ranks,
-        size,
-        pool=config.target_pool,
-        seed=1000 * seed,
-        device=device,
-        dtype=dtype,
-    )
+    size, ranks = math.prod(config.shape) ** 0.5, config.target_ranks
+    options = {"pool": config.target_pool, "seed": 1000 * seed, "device": device, "dtype": dtype}
+    target = random_hierarchical_tensor(config.shape, ranks, size, **options)
     indices = sample_entries(
         config.shape, config.n_observations, seed=1000 * seed + 1, device=device
     )
