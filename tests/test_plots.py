@@ -19,14 +19,17 @@ from tflib.experiments import (
     NaturalResult,
     natural_config,
 )
+from tflib.hierarchical import mode_tree
 from tflib.plots import (
     completion_figure,
     dynamics_figure,
     dynamics_result_figure,
     factorization_networks_figure,
+    hierarchical_network_figure,
     metric_panels,
     natural_result_figure,
     norm_law_figure,
+    norms_side_by_side,
     plot_component_norms,
     plot_errors,
     plot_images,
@@ -450,3 +453,39 @@ def test_factorization_networks_figure_draws_every_node_and_edge(depth, order, d
 def test_factorization_networks_figure_rejects_empty_networks():
     with pytest.raises(ValueError, match="dim >= 2"):
         factorization_networks_figure(dim=1)
+
+
+@COMPARE
+def test_hierarchical_network_figure():
+    figure = hierarchical_network_figure()
+    assert figure.axes[0].get_title() == "order 4, mode tree [(0, 1), (2, 3)] → [(0, 1, 2, 3)]"
+    return figure
+
+
+@COMPARE
+def test_norms_side_by_side():
+    norms = synthetic_norms(STEPS)
+    panels = {"matrix": (STEPS, norms, "singular value"), "CP": (STEPS, 2 * norms, "norm")}
+    figure = norms_side_by_side(panels)
+    assert [ax.get_title() for ax in figure.axes] == ["matrix", "CP"]
+    assert [ax.get_ylabel() for ax in figure.axes] == ["singular value", "norm"]
+    return figure
+
+
+@pytest.mark.parametrize("order, dim, width, pool", [(4, 3, 3, 2), (3, 2, 2, 2), (5, 3, 4, 3)])
+def test_hierarchical_network_figure_draws_every_node_and_edge(order, dim, width, pool):
+    """Inputs and leaf channels; per pooling node its products and, below the root, the channels
+    it maps them to; the sum. Edges: dense input maps, one per channel and child, dense maps."""
+    figure = hierarchical_network_figure(order=order, dim=dim, width=width, pool=pool)
+    try:
+        ax = figure.axes[0]
+        levels = [len(level) for level in mode_tree(order, pool)]
+        children = [
+            [min(pool, below - i) for i in range(0, below, pool)] for below in levels[:-1]
+        ]  # per level, per node: its number of children
+        nodes = order * (dim + width) + sum(levels[1:]) * width + sum(levels[1:-1]) * width + 1
+        edges = order * dim * width + sum(map(sum, children)) * width + sum(levels[1:-1]) * width**2
+        assert sum(len(c.get_offsets()) for c in ax.collections) == nodes
+        assert len(ax.lines) == edges + width
+    finally:
+        plt.close(figure)

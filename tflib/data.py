@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 
 from tflib.cp import cp_to_tensor
+from tflib.hierarchical import HierarchicalFactorization
 
 
 def _generator(seed: int | None) -> torch.Generator:
@@ -59,16 +60,46 @@ def random_cp_tensor(
         raise ValueError(f"shape must be a non-empty list of positive dimensions, got {shape}")
     if rank < 1:
         raise ValueError(f"rank must be positive, got {rank}")
+    generator = _generator(seed)
+    factors = [torch.randn(d, rank, generator=generator, dtype=torch.float64) for d in shape]
+    return _scaled(cp_to_tensor(factors), fro_norm, device, dtype)
+
+
+def _scaled(tensor: torch.Tensor, fro_norm: float | None, device, dtype) -> torch.Tensor:
     if fro_norm is not None and not fro_norm > 0:
         raise ValueError(
             f"fro_norm must be positive (or None to keep the drawn scale), got {fro_norm}"
         )
-    generator = _generator(seed)
-    factors = [torch.randn(d, rank, generator=generator, dtype=torch.float64) for d in shape]
-    tensor = cp_to_tensor(factors)
     if fro_norm is not None:
         tensor = tensor * (fro_norm / tensor.norm())
     return tensor.to(device=device, dtype=dtype)
+
+
+def random_hierarchical_tensor(
+    shape: Sequence[int],
+    ranks: Sequence[int],
+    fro_norm: float | None = 1.0,
+    *,
+    pool: int = 2,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    r"""A random tensor whose matricization at a node of level l of the mode tree of ``pool`` has
+    rank at most ``ranks[l]``: a :class:`~tflib.hierarchical.HierarchicalFactorization` of widths
+    ``ranks``, its matrices i.i.d. standard normal (drawn as :func:`random_cp_tensor` draws its
+    factors) and its output weights ones, scaled as there. One level
+    (``pool >= N``) gives the tensor :func:`random_cp_tensor` draws with the same seed.
+
+    Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
+    """
+    model = HierarchicalFactorization(shape, ranks, 0.0, pool=pool, seed=0, dtype=torch.float64)
+    generator = _generator(seed)
+    with torch.no_grad():
+        for weights in [*model.leaves, *model.inner]:
+            weights.copy_(torch.randn(weights.shape, generator=generator, dtype=torch.float64))
+        model.output.fill_(1.0)
+        return _scaled(model.full(), fro_norm, device, dtype)
 
 
 def sample_entries(

@@ -501,3 +501,67 @@ def factorization_networks_figure(
         ax.axis("off")
         ax.set_ylim(-height - 0.3, height + 0.3)
     return fig
+
+
+@styled
+def norms_side_by_side(panels: Mapping[str, tuple[Sequence[int], np.ndarray, str]]) -> Figure:
+    """:func:`plot_component_norms` panels side by side: title -> (steps, norms, y label).
+
+    Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), layout="constrained")
+    for ax, (title, (steps, norms, ylabel)) in zip(np.atleast_1d(axes), panels.items()):
+        plot_component_norms(steps, norms, ax=ax, title=title)
+        ax.set_ylabel(ylabel)
+    return fig
+
+
+@styled
+def hierarchical_network_figure(order: int = 4, dim: int = 3, width: int = 3, pool: int = 2):
+    r"""A hierarchical tensor factorization as a network: one-hot inputs (the 1 orange), the
+    leaves' channels, then per level product pooling of the children's channels (one color per
+    channel: channel r of a node is its local component r) and, below the root, a linear map; the
+    output weighs the root's channels. ``width`` channels at every level.
+
+    Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
+    """
+    from tflib.hierarchical import mode_tree
+
+    tree, block = mode_tree(order, pool), 0.5 * max(dim, width) + 0.7
+    fig, ax = plt.subplots(figsize=(2.4 * len(tree) + 3, block * order / 1.6), layout="constrained")
+    palette, channels, x = [COLORS[r % len(COLORS)] for r in range(width)], [], 1.5
+    for n in range(order):
+        y = block * ((order - 1) / 2 - n)
+        inputs = _nodes(ax, 0, _column(dim, y), active=(2 * n + 1) % dim)
+        channels.append(_nodes(ax, x, _column(width, y, 0.4), palette))
+        _edges(ax, inputs, channels[-1])
+        ax.text(-0.3, y, f"$\\mathbf{{e}}_{{i_{n + 1}}}$", ha="right", va="center")
+        ax.text(0.75, y + dim / 4 + 0.1, f"$W^{{(0, {n + 1})}}$", ha="center")
+    for level in range(1, len(tree)):
+        x, pooled = x + 1.5, []
+        for i in range(0, len(channels), pool):
+            ys = [y for child in channels[i : i + pool] for _, y in child]
+            pooled.append(_nodes(ax, x, _column(width, np.mean(ys), 0.4), palette, r"$\times$"))
+            for child in channels[i : i + pool]:
+                for source, target, color in zip(child, pooled[-1], palette):
+                    _edges(ax, [source], [target], color)
+        ax.text(x, -block * order / 2, f"level {level}:\nproduct\npooling", ha="center", va="top")
+        if level < len(tree) - 1:
+            x, channels = x + 1.2, [_nodes(ax, x + 1.2, [y for _, y in p], palette) for p in pooled]
+            for source, target in zip(pooled, channels):
+                _edges(ax, source, target)
+                ax.text(x - 0.6, source[0][1] + 0.3, f"$W^{{({level}, \\nu)}}$", ha="center")
+    total = _nodes(ax, x + 1.3, [np.mean([y for _, y in pooled[0]])], text="+")
+    _edges(ax, pooled[0], total, "black")
+    ax.text(x + 0.65, total[0][1] + 0.5, r"$\mathbf{w}^{\mathrm{out}}$", ha="center")
+    arrow = {"arrowstyle": "<-", "color": "black"}
+    ax.annotate(
+        r"$\mathcal{W}_{i_1 \ldots i_N}$",
+        total[0],
+        (x + 1.9, total[0][1]),
+        va="center",
+        arrowprops=arrow,
+    )
+    ax.set_title(f"order {order}, mode tree " + " → ".join(map(str, tree[1:])))
+    ax.axis("off")
+    return fig

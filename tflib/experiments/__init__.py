@@ -9,6 +9,12 @@ from tflib.experiments.dynamics import (
     dynamics_config,
     run_dynamics,
 )
+from tflib.experiments.hierarchical import (
+    HierarchicalConfig,
+    HierarchicalResult,
+    hierarchical_config,
+    run_hierarchical,
+)
 from tflib.experiments.matrix import (
     MatrixConfig,
     MatrixResult,
@@ -17,7 +23,7 @@ from tflib.experiments.matrix import (
     run_matrix,
 )
 from tflib.experiments.natural import NaturalConfig, NaturalResult, natural_config, run_natural
-from tflib.experiments.norm_law import NormLawCheck, norm_law_check
+from tflib.experiments.norm_law import NormLawCheck, hierarchical_norm_law_check, norm_law_check
 from tflib.experiments.rank_one import RankOneConfig, RankOneResult, rank_one_config, run_rank_one
 
 __all__ = [
@@ -35,6 +41,11 @@ __all__ = [
     "RankOneResult",
     "rank_one_config",
     "run_rank_one",
+    "HierarchicalConfig",
+    "HierarchicalResult",
+    "hierarchical_config",
+    "hierarchical_norm_law_check",
+    "run_hierarchical",
     "MatrixConfig",
     "MatrixResult",
     "matrix_config",
