@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 
@@ -63,6 +64,23 @@ def test_chapter_installs_tflib_when_launched_outside_the_repository(path):
     assert f'%pip install --quiet "tflib @ git+{url}"' in source
     assert "remove-cell" in first["metadata"].get("tags", [])
     assert first["outputs"] == []
+
+
+def test_running_page_times_every_chapter_and_lists_every_experiment():
+    """ "Running the course" has a row for each chapter and a command for each experiment."""
+    from tflib.experiments.__main__ import EXPERIMENTS
+
+    text = (ROOT / "book" / "running.md").read_text()
+    for path in CHAPTER_NOTEBOOKS:
+        rows = [line for line in text.splitlines() if line.startswith(f"| {{doc}}`{path.stem}`")]
+        assert len(rows) == 1, f"running.md needs one row timing {path.stem}"
+        assert all(cell.strip() for cell in rows[0].strip("|").split("|")), rows[0]
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers()
+    for experiment in EXPERIMENTS:
+        experiment.add_command(commands)
+    for name in commands.choices:
+        assert f"python -m tflib.experiments {name} --scale paper" in text, name
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
