@@ -22,6 +22,27 @@ def _generator(seed: int | None) -> torch.Generator:
     return generator
 
 
+def random_cp_factors(
+    shape: Sequence[int], rank: int, *, seed: int | None = None
+) -> list[torch.Tensor]:
+    r"""The factors :math:`W^n \in \mathbb{R}^{d_n \times R}` of a random CP tensor: i.i.d.
+    standard normal entries, drawn in float64 on the CPU (the draw :func:`random_cp_tensor` uses).
+
+    Explained in the CP dynamics chapter.
+
+    Returns
+    -------
+    list of N tensors of shape (d_n, rank)
+    """
+    shape = tuple(int(d) for d in shape)
+    if not shape or min(shape) < 1:
+        raise ValueError(f"shape must be a non-empty list of positive dimensions, got {shape}")
+    if rank < 1:
+        raise ValueError(f"rank must be positive, got {rank}")
+    generator = _generator(seed)
+    return [torch.randn(d, rank, generator=generator, dtype=torch.float64) for d in shape]
+
+
 def random_cp_tensor(
     shape: Sequence[int],
     rank: int,
@@ -44,18 +65,11 @@ def random_cp_tensor(
     -------
     tensor of shape ``shape``
     """
-    shape = tuple(int(d) for d in shape)
-    if not shape or min(shape) < 1:
-        raise ValueError(f"shape must be a non-empty list of positive dimensions, got {shape}")
-    if rank < 1:
-        raise ValueError(f"rank must be positive, got {rank}")
     if fro_norm is not None and not fro_norm > 0:
         raise ValueError(
             f"fro_norm must be positive (or None to keep the drawn scale), got {fro_norm}"
         )
-    generator = _generator(seed)
-    factors = [torch.randn(d, rank, generator=generator, dtype=torch.float64) for d in shape]
-    tensor = cp_to_tensor(factors)
+    tensor = cp_to_tensor(random_cp_factors(shape, rank, seed=seed))
     if fro_norm is not None:
         tensor = tensor * (fro_norm / tensor.norm())
     return tensor.to(device=device, dtype=dtype)

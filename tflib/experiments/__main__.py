@@ -10,10 +10,10 @@ import argparse
 
 import matplotlib
 
-from tflib.experiments import dynamics
+from tflib.experiments import dynamics, dynamics_study
 
 #: The experiment modules, in the book's order.
-EXPERIMENTS = (dynamics,)
+EXPERIMENTS = (dynamics, dynamics_study)
 
 
 def main(argv: list[str] | None = None) -> None:
