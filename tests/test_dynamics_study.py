@@ -14,9 +14,11 @@ from conftest import brute_force_cp
 from tflib.experiments import dynamics_config, run_dynamics
 from tflib.experiments.__main__ import main
 from tflib.experiments.dynamics import problem
+from tflib.data import random_cp_factors
 from tflib.experiments.dynamics_study import (
     LARGE,
     SCALES,
+    draw_properties,
     per_init_scale,
     run_records,
     run_study,
@@ -141,6 +143,27 @@ def test_cli_writes_a_summary_and_stores_it_under_a_name(tmp_path, capsys):
     assert [r["seed"] for r in stored["second"]["runs"]] == [3]
     assert stored["second"]["command"].startswith("python -m tflib.experiments dynamics-study")
     assert "0% of 1 runs completed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_draw_properties_match_a_brute_force_reading_of_the_draw(seed):
+    config = dynamics_config("book", **TINY)
+    factors = [f.numpy() for f in random_cp_factors((4, 4, 4), 2, seed=1000 * seed)]
+    target, indices, _ = problem(config, seed, dtype=torch.float64)
+    scale = np.linalg.norm(brute_force_cp(factors))
+    np.testing.assert_allclose(brute_force_cp(factors) / scale, target.numpy(), rtol=1e-12)
+    norms = np.prod([np.linalg.norm(f, axis=0) for f in factors], axis=0) / scale
+    shares = []
+    for r in range(2):
+        component = brute_force_cp([f[:, r : r + 1] for f in factors])
+        observed = sum(component[tuple(index)] ** 2 for index in indices.tolist())
+        shares.append(observed / np.sum(component**2) / (30 / 64))
+    fewest = min(np.sum(indices[:, n].numpy() == i) for n in range(3) for i in range(4))
+    properties = draw_properties(config, seed)
+    assert properties["smallest"] == pytest.approx(norms.min(), rel=1e-12)
+    assert properties["largest"] == pytest.approx(norms.max(), rel=1e-12)
+    assert properties["worst_sampled"] == pytest.approx(min(shares), rel=1e-12)
+    assert properties["fewest_in_slice"] == fewest
 
 
 def test_paper_scale_is_the_papers_setting_over_thirty_draws():

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from tflib.cp import component_norms, cp_to_tensor
+from tflib.data import random_cp_factors
 from tflib.experiments.dynamics import (
     DynamicsConfig,
     DynamicsResult,
@@ -138,6 +139,35 @@ def per_init_scale(records: list[dict]) -> dict[float, dict]:
             "budget": sum(r["status"] == "budget" for r in runs),
         }
     return table
+
+
+def draw_properties(config: DynamicsConfig, seed: int) -> dict[str, float]:
+    """Numbers that describe the draw of one seed, to compare failing draws with the others.
+
+    ``smallest`` and ``largest``: the target's smallest and largest component norm over its norm;
+    ``fewest_in_slice``: the fewest observed entries in any slice :math:`i_n = i`;
+    ``worst_sampled``: over the target's components, the smallest share of a component's squared
+    norm on the observed entries, divided by the observed share of all entries (1 on average).
+
+    Explained in the CP dynamics chapter.
+    """
+    factors = random_cp_factors(config.shape, config.target_rank, seed=1000 * seed)
+    target, indices, _ = problem(config, seed, dtype=torch.float64)
+    norms = component_norms(factors) / cp_to_tensor(factors).norm()
+    observed = [
+        cp_to_tensor([f[:, r : r + 1] for f in factors])[tuple(indices.T)].square().sum()
+        / component_norms([f[:, r : r + 1] for f in factors]).square()
+        for r in range(config.target_rank)
+    ]
+    slices = [
+        torch.bincount(column, minlength=d).min() for column, d in zip(indices.T, config.shape)
+    ]
+    return {
+        "smallest": float(norms.min()),
+        "largest": float(norms.max()),
+        "fewest_in_slice": int(min(slices)),
+        "worst_sampled": float(min(observed)) * target.numel() / len(indices),
+    }
 
 
 def run_command(args: argparse.Namespace) -> None:
