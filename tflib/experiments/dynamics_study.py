@@ -33,6 +33,8 @@ from tflib.train import load_checkpoint
 
 #: A component counts as large once its norm exceeds this fraction of the target's norm.
 LARGE = 0.02
+#: A run completes the tensor when its final normalized reconstruction error is below this.
+COMPLETED_BELOW = 0.05
 
 #: "book" is a handful of draws at the chapter's init scale 1e-2; "paper" is the study the chapter
 #: reports: 30 draws at five init scales, a budget of 100,000 steps per run. Norms are recorded
@@ -91,7 +93,7 @@ def run_study(
 
 
 def run_records(
-    result: DynamicsResult, out_dir: str | Path, complete_below: float = 0.05
+    result: DynamicsResult, out_dir: str | Path, complete_below: float = COMPLETED_BELOW
 ) -> list[dict]:
     """The final numbers of every run of a study, read from its histories and checkpoints.
 
