@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 # The tensors here are tiny: threads only add overhead, and on a busy 2-core machine every OpenMP
 # barrier of a multi-threaded matmul can wait a scheduler slice (~20 ms). One thread keeps the
@@ -101,3 +105,30 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 def n_entries(shape: Sequence[int]) -> int:
     return math.prod(shape)
+
+
+# --- the built book -------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_pages() -> list[str]:
+    """The HTML page of every file in ``_toc.yml``, root first (e.g. "book/intro.html")."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [chapter["file"] for chapter in part["chapters"]]
+    return [f"{file}.html" for file in files]
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """The book built once per session, warnings as errors, into a temporary folder: its html/."""
+    out = tmp_path_factory.mktemp("book")
+    executable = Path(sys.executable).with_name("jupyter-book")
+    command = [str(executable), "build", str(ROOT), "-W", "-n", "--keep-going"]
+    completed = subprocess.run(
+        [*command, "--path-output", str(out)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return out / "_build" / "html"

@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import brute_force_cp
 
+from tflib.data import random_cp_factors
 from tflib.experiments import dynamics_config, run_dynamics
 from tflib.experiments.__main__ import main
 from tflib.experiments.dynamics import problem
-from tflib.data import random_cp_factors
 from tflib.experiments.dynamics_study import (
     LARGE,
     SCALES,

@@ -20,7 +20,8 @@ from conftest import (
 
 from tflib.cp import CPFactorization, cp_entries
 from tflib.data import random_cp_tensor, sample_entries
-from tflib.experiments import dynamics_config, run_dynamics
+from tflib.experiments import dynamics_config, run_dynamics, run_natural
+from tflib.network import CPNetwork
 from tflib.train import fit
 
 pytestmark = pytest.mark.gpu
@@ -131,3 +132,57 @@ def test_cuda_tiny_dynamics_matches_the_stored_numbers(tmp_path):
         np.testing.assert_allclose(
             actual[std]["final_top_norms"], numbers["final_top_norms"], rtol=1e-5
         )
+
+
+# --- the CP network (the natural-vs-random chapter's engine) -------------------------------------
+
+
+def order_784_network(device, dtype=torch.float64):
+    """Ranks 1, 2, 3 side by side at order 784, with negative and zero factors, on ``device``."""
+    model = CPNetwork((2,) * 784, (1, 2, 3), 1e-2, 1.0, seed=11, dtype=torch.float64)
+    with torch.no_grad():
+        model.weight[::97] *= -1
+        model.weight[5, 1] = 0.0
+    on_device = CPNetwork((2,) * 784, (1, 2, 3), 0.0, device=device, dtype=dtype)
+    with torch.no_grad():
+        on_device.weight.copy_(model.weight)
+    return on_device
+
+
+def test_cuda_network_matches_float64_brute_force_at_order_784():
+    indices = (torch.rand(20, 784, generator=torch.Generator().manual_seed(11)) < 0.3).long()
+    model = order_784_network(CUDA)
+    outputs = model(indices.to(CUDA)).detach().cpu()
+    columns = np.cumsum((0, 1, 2, 3))
+    for g in range(3):
+        factors = [f[:, columns[g] : columns[g + 1]].detach().cpu() for f in model.factors]
+        np.testing.assert_allclose(
+            outputs[:, g].numpy(), brute_force_entries(factors, indices), rtol=1e-10
+        )
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_network_loss_and_gradients_match_the_cpu(dtype):
+    indices = (torch.rand(300, 784, generator=torch.Generator().manual_seed(12)) < 0.3).long()
+    targets = 2.0 * (torch.rand(300, generator=torch.Generator().manual_seed(12)) < 0.1).double()
+    cpu_loss, (cpu_grad,) = order_784_network("cpu").loss_and_gradients(indices, targets)
+    loss, (grad,) = order_784_network(CUDA, dtype).loss_and_gradients(
+        indices.to(CUDA), targets.to(CUDA, dtype)
+    )
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-3
+    assert relative_error(loss.cpu().double(), cpu_loss) < tolerance
+    assert relative_error(grad.cpu().double(), cpu_grad) < tolerance
+
+
+def test_cuda_tiny_natural_experiment_matches_the_cpu():
+    from test_natural import tiny_config
+
+    cpu, cuda = (
+        run_natural(tiny_config(), device=device, dtype=torch.float64, progress=False)
+        for device in ("cpu", CUDA)
+    )
+    assert cpu.runs.keys() == cuda.runs.keys()
+    for key, history in cpu.runs.items():
+        assert cuda.runs[key].steps == history.steps
+        for split in ("train", "test"):
+            np.testing.assert_allclose(cuda.runs[key][split], history[split], rtol=1e-8)

@@ -11,14 +11,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from tflib.experiments import DynamicsConfig, DynamicsResult
+from tflib.experiments import DynamicsConfig, DynamicsResult, NaturalResult, natural_config
 from tflib.plots import (
     dynamics_figure,
     dynamics_result_figure,
+    natural_result_figure,
     norm_law_figure,
     plot_component_norms,
     plot_errors,
     plot_final_errors,
+    plot_rank_errors,
+    plot_scaling,
+    rank_one_figure,
 )
 from tflib.train import History
 
@@ -137,6 +141,121 @@ def test_dynamics_result_figure_draws_the_smallest_init_and_every_error_curve():
     assert left.get_title() == "component norms, init 0.005"
     assert [line.get_label() for line in right.get_lines()] == ["init 0.05", "init 0.005"]
     np.testing.assert_allclose(left.get_lines()[0].get_ydata(), synthetic_norms(STEPS)[:, 0])
+    return figure
+
+
+# --- the rank-one chapter -------------------------------------------------------------------------
+
+
+def synthetic_rank_one_result():
+    """A rank-one result whose distances fall like init^3 after a take-off of 50 iterations."""
+    from tflib.experiments import RankOneConfig, RankOneResult
+
+    config = RankOneConfig(init_stds=(1e-1, 1e-2, 1e-3), window=300, track_every=10, seeds=(0,))
+    steps = np.arange(0, 301, 10)
+    runs = {}
+    for std in config.init_stds:
+        level = np.minimum(1.0, 300 * std**3) * (1 + 4 * np.exp(-steps / 20.0))
+        metrics = {name: (level * k).tolist() for k, name in enumerate(RANK_ONE_METRICS, start=1)}
+        runs[(0, std)] = History(steps.tolist(), [0.0] * len(steps), metrics, "budget")
+        runs[(0, std, "plateau")] = History([0, int(3 / std)], [1.0, 0.5], {}, "converged")
+    return RankOneResult(config, runs)
+
+
+RANK_ONE_METRICS = ("rank_one_distance", "norm_ratio", "trajectory_distance")
+
+
+@COMPARE
+def test_rank_one_figure_draws_a_panel_per_distance_and_a_curve_per_init():
+    result = synthetic_rank_one_result()
+    figure = rank_one_figure(result)
+    assert [ax.get_title() for ax in figure.axes] == [
+        "distance to the rank-one tensors",
+        "second / largest component norm",
+        "distance to the rank-one trajectory",
+    ]
+    assert all(len(ax.get_lines()) == 3 for ax in figure.axes)
+    assert figure.axes[0].get_legend() is not None and figure.axes[1].get_legend() is None
+    np.testing.assert_allclose(
+        figure.axes[2].get_lines()[1].get_ydata(), result.window(1e-2)["trajectory_distance"]
+    )
+    return figure
+
+
+def test_rank_one_figure_draws_the_chosen_metrics_only():
+    figure = rank_one_figure(synthetic_rank_one_result(), metrics=("trajectory_distance",))
+    try:
+        assert [ax.get_title() for ax in figure.axes] == ["distance to the rank-one trajectory"]
+    finally:
+        plt.close(figure)
+
+
+@COMPARE
+def test_plot_scaling_fits_the_slope_of_a_power_law():
+    stds = np.array([1e-1, 1e-2, 1e-3, 1e-4])
+    values = {"cube": np.minimum(1.0, 50 * stds**3), "square": 3 * stds**2}
+    ax = plot_scaling(stds, values, fit_below=1e-2)
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["cube (slope 3)", "square (slope 2)"]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert len(ax.get_lines()[1].get_xdata()) == 3  # the fit uses the init scales <= 1e-2
+    return ax.figure
+
+
+# --- the natural-vs-random chapter ---------------------------------------------------------------
+
+
+RANKS = np.arange(1, 16)
+
+
+def synthetic_rank_errors(seeds: int = 3) -> dict[tuple[str, str], np.ndarray]:
+    """(seeds, 15) errors shaped like the chapter's: natural data fit at every rank, random data
+    fit better with rank on train only, test errors of random data above the variance."""
+    wobble = 1 + 0.1 * np.sin(np.arange(seeds)[:, None] + RANKS)
+    return {
+        ("natural", "train"): 0.008 * RANKS**-1.0 * wobble,
+        ("natural", "test"): 0.012 + 0.0002 * RANKS * wobble,
+        ("random_labels", "train"): 0.085 * RANKS**-0.45 * wobble,
+        ("random_labels", "test"): 0.11 + 0.003 * RANKS * wobble,
+        ("random_images", "train"): 0.075 * RANKS**-0.5 * wobble,
+        ("random_images", "test"): 0.12 + 0.001 * RANKS * wobble,
+    }
+
+
+@COMPARE
+def test_plot_rank_errors_figure():
+    errors = synthetic_rank_errors()
+    ax = plot_rank_errors(RANKS, errors, variance=0.089, title="digits")
+    labels = [container.get_label() for container in ax.containers]
+    assert labels == [f"{v.replace('_', ' ')}, {s}" for v, s in errors]
+    for container, values in zip(ax.containers, errors.values()):
+        np.testing.assert_allclose(container.lines[0].get_ydata(), values.mean(axis=0))
+    variance = [line for line in ax.lines if line.get_label() == "label variance"]
+    assert len(variance) == 1 and variance[0].get_ydata()[0] == 0.089
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "tensor rank"
+    return ax.figure
+
+
+@COMPARE
+def test_natural_result_figure_draws_a_panel_per_data_set():
+    config = natural_config("paper", seeds=(0, 1))
+    runs = {}
+    for d, dataset in enumerate(config.datasets):
+        for (variant, split), values in synthetic_rank_errors(seeds=2).items():
+            for seed in config.seeds:
+                history = runs.setdefault(
+                    (dataset, variant, seed),
+                    History(steps=[0, 10], loss=[1.0, 0.1], metrics={}, status="budget"),
+                )
+                history.metrics[split] = [[1.0] * 15, (values[seed] * (1 + d)).tolist()]
+                history.metrics["variance"] = [0.09 + 0.01 * d, 0.095]
+    figure = natural_result_figure(NaturalResult(config, runs))
+    assert [ax.get_title() for ax in figure.axes] == ["MNIST", "Fashion-MNIST"]
+    assert len(figure.legends[0].get_texts()) == 7
+    variance = [
+        line.get_ydata()[0] for line in figure.axes[1].lines if "variance" in line.get_label()
+    ]
+    assert variance == pytest.approx([0.1])
     return figure
 
 

@@ -16,6 +16,7 @@ from tflib.train import History
 class ToyConfig:
     sizes: tuple[int, ...] = (1, 2)
     steps: int = 10
+    seeds: tuple[int, ...] = (0, 1)
 
 
 class ToyResults(Results):
@@ -29,6 +30,12 @@ def history(value: float) -> History:
 def test_config_at_scale_overrides_fields_of_the_scale():
     scales = {"book": ToyConfig(), "paper": ToyConfig(steps=99)}
     assert config_at_scale(scales, "paper", sizes=(3,)) == ToyConfig(sizes=(3,), steps=99)
+
+
+def test_config_at_scale_counts_the_seeds_from_the_given_one():
+    scales = {"book": ToyConfig()}
+    assert config_at_scale(scales, "book", seed=5).seeds == (5, 6)
+    assert config_at_scale(scales, "book", seed=5, seeds=(9,)).seeds == (9,)
 
 
 def test_config_at_scale_rejects_an_unknown_scale():

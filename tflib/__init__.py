@@ -1,19 +1,22 @@
 """tflib: the PyTorch library behind the course *Implicit Regularization in Tensor Factorization*.
 
 Each module holds one concept of the book: :mod:`tflib.cp` (CP tensors), :mod:`tflib.matrix`
-(deep matrix factorization), :mod:`tflib.data` (targets and observations), :mod:`tflib.train`
-(gradient descent with a history), :mod:`tflib.metrics`, :mod:`tflib.theory` (what the theorems
-predict), :mod:`tflib.plots` (the figures) and :mod:`tflib.experiments` (the paper's experiments).
+(deep matrix factorization), :mod:`tflib.network` (CP as a network), :mod:`tflib.data` (targets,
+observations, data sets), :mod:`tflib.train` (gradient descent with a history),
+:mod:`tflib.metrics`, :mod:`tflib.theory` (what the theorems predict), :mod:`tflib.plots` (the
+figures) and :mod:`tflib.experiments` (the paper's experiments).
 """
 
 from tflib import data, metrics, theory
 from tflib.cp import CPFactorization, component_norms, cp_entries, cp_to_tensor, khatri_rao
 from tflib.devices import default_device
 from tflib.matrix import DeepMatrixFactorization
+from tflib.network import CPNetwork
 from tflib.train import DivergenceError, History, fit
 
 __all__ = [
     "CPFactorization",
+    "CPNetwork",
     "DeepMatrixFactorization",
     "DivergenceError",
     "History",

@@ -75,14 +75,16 @@ def check_indices(indices: torch.Tensor, shape: Sequence[int]) -> None:
         )
     if indices.shape[0] == 0:
         return
-    low = indices.amin(dim=0).tolist()
-    high = indices.amax(dim=0).tolist()
-    for n, (lo, hi, d) in enumerate(zip(low, high, shape)):
-        if lo < 0 or hi >= d:
-            raise IndexError(
-                f"indices out of range in mode {n}: values span [{lo}, {hi}] "
-                f"but the mode has dimension {d} (valid: 0 to {d - 1})"
-            )
+    low, high = indices.amin(dim=0), indices.amax(dim=0)
+    dims = torch.tensor(shape, device=indices.device)
+    bad = ((low < 0) | (high >= dims)).nonzero()
+    if len(bad):
+        n = int(bad[0])
+        lo, hi, d = int(low[n]), int(high[n]), shape[n]
+        raise IndexError(
+            f"indices out of range in mode {n}: values span [{lo}, {hi}] "
+            f"but the mode has dimension {d} (valid: 0 to {d - 1})"
+        )
 
 
 def khatri_rao(matrices: Sequence[torch.Tensor]) -> torch.Tensor:

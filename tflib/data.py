@@ -1,12 +1,22 @@
-"""Synthetic tensor-completion problems: low-rank targets and sets of observed entries.
+"""Tensor-completion problems: synthetic low-rank targets and observed entries; natural data
+sets (the bundled digits, MNIST and Fashion-MNIST) turned into completion problems, with their
+randomized variants.
 
-Explained in the CP dynamics chapter.
+Explained in the CP dynamics, "Tensor completion as prediction" and "Natural vs. random data"
+chapters.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import math
+import os
+import struct
+import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -105,3 +115,249 @@ def observe(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
             f"indices of shape {tuple(indices.shape)} do not index a tensor of order {tensor.ndim}"
         )
     return tensor[tuple(indices.T)]
+
+
+# --- prediction tasks as tensor completion -------------------------------------------------------
+#
+# A labelled data set whose inputs have N discrete features, each taking one of k levels, is a
+# tensor-completion problem: an input addresses one entry of a tensor of shape (k, ..., k), its
+# label is that entry's value. Explained in the "Tensor completion as prediction" chapter.
+
+
+class CompletionData(NamedTuple):
+    """A prediction task as tensor completion: ``indices`` (M, N), ``targets`` (M,), and the
+    ``shape`` (k, ..., k) of the tensor they index."""
+
+    indices: torch.Tensor
+    targets: torch.Tensor
+    shape: tuple[int, ...]
+
+
+def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1,797 handwritten digits (8 x 8 pixels, bundled with the package: offline).
+
+    Returns
+    -------
+    images : float32 tensor of shape (1797, 8, 8), intensities in [0, 1]
+    labels : int64 tensor of shape (1797,), the digits 0 to 9
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    images = torch.tensor(digits.images / 16.0, dtype=torch.float32)
+    return images, torch.tensor(digits.target, dtype=torch.int64)
+
+
+def quantize(images: torch.Tensor, levels: int) -> torch.Tensor:
+    r"""Intensities in [0, 1] to the levels :math:`0, \ldots, k - 1`, by rounding
+    :math:`x (k-1)`; a value half-way between two levels goes up. ``levels=2`` binarizes, as the
+    paper does (an intensity of at least 1/2 becomes 1).
+
+    Returns
+    -------
+    uint8 tensor of the shape of ``images``
+    """
+    if not 2 <= levels <= 256:
+        raise ValueError(f"levels must be between 2 and 256, got {levels}")
+    images = torch.as_tensor(images, dtype=torch.float64)
+    if images.numel() and not (
+        torch.isfinite(images).all() and 0 <= images.min() <= images.max() <= 1
+    ):
+        raise ValueError(
+            "intensities must be finite and lie in [0, 1]; scale the images first "
+            f"(got values in [{float(images.min())}, {float(images.max())}])"
+        )
+    return torch.floor(images * (levels - 1) + 0.5).to(torch.uint8)
+
+
+def one_vs_all(labels: torch.Tensor, positive: int = 6, value: float = 2.0) -> torch.Tensor:
+    """Regression targets of the paper: ``value`` for the class ``positive``, 0 for every other."""
+    labels = torch.as_tensor(labels)
+    return torch.where(labels == positive, value, 0.0).to(torch.float32)
+
+
+def completion_data(features: torch.Tensor, targets: torch.Tensor, levels: int) -> CompletionData:
+    """The task "predict ``targets`` from ``features``" as tensor completion.
+
+    Parameters
+    ----------
+    features : integer tensor of shape (M, ...), every value one of the levels 0 to k - 1 (the
+        output of :func:`quantize`); each example is flattened to its N features
+    targets : tensor of shape (M,)
+    levels : k, the number of values each feature takes
+
+    Returns
+    -------
+    :class:`CompletionData` with indices of shape (M, N) (uint8) into a tensor of shape (k,) * N
+    """
+    features, targets = torch.as_tensor(features), torch.as_tensor(targets)
+    if len(features) == 0:
+        raise ValueError("the data set is empty: there is nothing to complete")
+    if targets.shape != (len(features),):
+        raise ValueError(
+            f"{len(features)} examples but targets of shape {tuple(targets.shape)}; "
+            "give one target per example"
+        )
+    if features.is_floating_point() or not 2 <= levels <= 256:
+        raise ValueError("features must be integer levels (see quantize) and 2 <= levels <= 256")
+    low, high = int(features.min()), int(features.max())
+    if low < 0 or high >= levels:
+        raise ValueError(f"feature values span [{low}, {high}] but must lie in [0, {levels - 1}]")
+    indices = features.reshape(len(features), -1).to(torch.uint8)
+    return CompletionData(indices, targets.to(torch.float32), (levels,) * indices.shape[1])
+
+
+def random_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """The labels in a random order: each label count is kept, any tie to the inputs is lost."""
+    return labels[torch.randperm(len(labels), generator=_generator(seed))]
+
+
+def random_images(features: torch.Tensor, levels: int, seed: int) -> torch.Tensor:
+    """Images of uniformly random levels, of the shape of ``features`` (the labels stay)."""
+    shape = torch.as_tensor(features).shape
+    return torch.randint(levels, shape, generator=_generator(seed), dtype=torch.uint8)
+
+
+# --- MNIST and Fashion-MNIST ------------------------------------------------------------------
+
+#: The standard IDX files: data set -> part -> (file name, SHA-256 of the gzipped file).
+IDX_FILES = {
+    "mnist": {
+        "train_images": (
+            "train-images-idx3-ubyte.gz",
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        ),
+        "train_labels": (
+            "train-labels-idx1-ubyte.gz",
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        ),
+        "test_images": (
+            "t10k-images-idx3-ubyte.gz",
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        ),
+        "test_labels": (
+            "t10k-labels-idx1-ubyte.gz",
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        ),
+    },
+    "fashion_mnist": {
+        "train_images": (
+            "train-images-idx3-ubyte.gz",
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        ),
+        "train_labels": (
+            "train-labels-idx1-ubyte.gz",
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        ),
+        "test_images": (
+            "t10k-images-idx3-ubyte.gz",
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        ),
+        "test_labels": (
+            "t10k-labels-idx1-ubyte.gz",
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        ),
+    },
+}
+#: Public mirrors the files are downloaded from, in order, when they are missing.
+MIRRORS = {
+    "mnist": [
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    ],
+    "fashion_mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+}
+
+
+def read_idx(path: str | Path) -> torch.Tensor:
+    """The array in an IDX file of unsigned bytes (gzipped or not), with its header checked.
+
+    Raises ``ValueError`` naming the file if it is not gzip-readable, has the wrong magic number,
+    or holds more or fewer bytes than its header announces (a truncated download, say).
+    """
+    raw = Path(path).read_bytes()
+    try:
+        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError) as error:
+        raise ValueError(
+            f"{path} is a damaged gzip file ({error}); delete it and fetch it again"
+        ) from error
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise ValueError(
+            f"{path} is not an IDX file of unsigned bytes (magic {raw[:4].hex()}, expected "
+            "00000801 or 00000803); is it the right file?"
+        )
+    header = 4 + 4 * raw[3]
+    dims = struct.unpack(f">{raw[3]}I", raw[4:header]) if len(raw) >= header else ()
+    if len(raw) != header + math.prod(dims) or len(dims) != raw[3]:
+        raise ValueError(
+            f"{path} holds {len(raw)} bytes but its header announces {header + math.prod(dims)} "
+            "(a truncated or corrupt file); delete it and fetch it again"
+        )
+    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
+
+
+def _idx_path(name: str, part: str, data_dir: Path) -> Path:
+    """The IDX file of ``part``, found in ``data_dir`` (gzipped, checksum verified, or not) or
+    downloaded there from :data:`MIRRORS`."""
+    filename, sha256 = IDX_FILES[name][part]
+    plain = data_dir / filename.removesuffix(".gz")
+    if not (data_dir / filename).exists() and plain.exists():
+        return plain
+    path, errors = data_dir / filename, []
+    for mirror in [] if path.exists() else MIRRORS[name]:
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            with urllib.request.urlopen(mirror + filename, timeout=30) as response:
+                path.with_suffix(".partial").write_bytes(response.read())
+            os.replace(path.with_suffix(".partial"), path)
+            break
+        except OSError as error:
+            errors.append(f"{mirror}: {error}")
+    if not path.exists():
+        files = ", ".join(f for f, _ in IDX_FILES[name].values())
+        raise FileNotFoundError(
+            f"{name} file {filename} is not in {data_dir} and could not be downloaded "
+            f"({'; '.join(errors)}). Put the files {files} (gzipped or not) in {data_dir}, or "
+            f"point TFLIB_DATA (or data_dir) at a folder whose subfolder {name}/ holds them."
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise ValueError(
+            f"{path} has SHA-256 {digest}, not the {name} file's {sha256}: it is damaged or "
+            "another file; delete it and fetch it again"
+        )
+    return path
+
+
+def load_mnist(
+    name: str = "mnist", split: str = "train", data_dir: str | Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST or Fashion-MNIST from their standard IDX files.
+
+    The files are looked for in the subfolder ``name`` of ``data_dir`` (default: the ``TFLIB_DATA``
+    environment variable, else ``./data``), since both data sets use the same file names; gzipped
+    (checked against their SHA-256) or not, and downloaded there from the usual mirrors when
+    missing. Explained in the "Natural vs. random data" chapter.
+
+    Parameters
+    ----------
+    name : "mnist" or "fashion_mnist"
+    split : "train" (60,000 images) or "test" (10,000)
+
+    Returns
+    -------
+    images : float32 tensor of shape (n, 28, 28), intensities in [0, 1]
+    labels : int64 tensor of shape (n,)
+    """
+    if name not in IDX_FILES or split not in ("train", "test"):
+        raise ValueError(f'name must be one of {sorted(IDX_FILES)} and split "train" or "test"')
+    data_dir = Path(data_dir or os.environ.get("TFLIB_DATA", "data")) / name  # same file names
+    images = read_idx(_idx_path(name, f"{split}_images", data_dir))
+    labels = read_idx(_idx_path(name, f"{split}_labels", data_dir))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(
+            f"{name} {split}: images of shape {tuple(images.shape)} do not match labels of shape "
+            f"{tuple(labels.shape)}; the files are mixed up or corrupt"
+        )
+    return images.to(torch.float32) / 255, labels.to(torch.int64)

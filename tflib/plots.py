@@ -158,6 +158,123 @@ def norm_law_figure(checks: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figu
     return fig
 
 
+#: The rank-one figure's panels: tracked metric -> title.
+RANK_ONE_PANELS = {
+    "rank_one_distance": "distance to the rank-one tensors",
+    "norm_ratio": "second / largest component norm",
+    "trajectory_distance": "distance to the rank-one trajectory",
+}
+
+
+@styled
+def rank_one_figure(
+    result, seed: int | None = None, metrics: Sequence[str] = tuple(RANK_ONE_PANELS)
+):
+    """Distances over the window of a :class:`~tflib.experiments.rank_one.RankOneResult`: one panel
+    per metric, one curve per init scale. Explained in the rank-one convergence chapter."""
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4.3 * len(metrics), 3.4), layout="constrained"
+    )
+    for k, (ax, metric) in enumerate(zip(np.atleast_1d(axes), metrics)):
+        runs = {f"init {s:g}": result.window(s, seed) for s in result.config.init_stds}
+        plot_errors({label: (h["steps"], h[metric]) for label, h in runs.items()}, ax=ax, ylabel="")
+        ax.set(
+            title=RANK_ONE_PANELS.get(metric, metric), xlabel="iterations since leaving the origin"
+        )
+        if k > 0:
+            ax.get_legend().remove()
+    return fig
+
+
+@styled
+def plot_scaling(
+    init_stds: Sequence[float],
+    values: Mapping[str, Sequence[float]],
+    fit_below: float = np.inf,
+    ax: Axes | None = None,
+) -> Axes:
+    """Values (label -> one per init scale) against the init scale on log-log axes, with the slope
+    of a least-squares line through the points of init scale at most ``fit_below``.
+
+    Explained in the rank-one convergence chapter.
+    """
+    ax = _axis(ax)
+    x = np.asarray(init_stds)
+    for color, (label, ys) in zip(itertools.cycle(COLORS), values.items()):
+        used = x <= fit_below
+        slope, intercept = np.polyfit(np.log10(x[used]), np.log10(np.asarray(ys)[used]), 1)
+        ax.plot(x, ys, "o", color=color, label=f"{label} (slope {slope:.2g})")
+        ax.plot(x[used], 10 ** (intercept + slope * np.log10(x[used])), color=color, lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="init scale", ylabel="largest over the window")
+    ax.legend()
+    return ax
+
+
+@styled
+def plot_rank_errors(
+    ranks: Sequence[int],
+    errors: Mapping[tuple[str, str], np.ndarray],
+    variance: float,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Mean error against tensor rank: mean and standard deviation over seeds, one color per data
+    variant, train solid and test dashed, and the label variance as a reference line.
+
+    Explained in the "Natural vs. random data" chapter.
+
+    Parameters
+    ----------
+    ranks : (R,) the ranks fitted
+    errors : (variant, "train" or "test") -> (S, R) the final errors of S seeds
+    variance : the variance of the 0/1 labels, the error of the best constant predictor
+    """
+    ax = _axis(ax)
+    colors: dict[str, str] = {}
+    for (variant, split), values in errors.items():
+        color = colors.setdefault(variant, COLORS[len(colors) % len(COLORS)])
+        values, label = np.atleast_2d(values), f"{variant.replace('_', ' ')}, {split}"
+        style = {"ls": "--", "marker": "s", "alpha": 0.7} if split == "test" else {"marker": "o"}
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        ax.errorbar(ranks, mean, std, color=color, ms=3.5, capsize=2, label=label, **style)
+    ax.axhline(variance, color="black", linewidth=1.0, linestyle=":", label="label variance")
+    ax.set_yscale("log")
+    ax.set_xticks(list(ranks))
+    ax.set_xlabel("tensor rank")
+    ax.set_ylabel("mean error")
+    ax.set_title(title or "")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return ax
+
+
+#: How the data sets are called in figure titles.
+DATASET_TITLES = {"digits": "digits (8 x 8)", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+
+
+@styled
+def natural_result_figure(result) -> Figure:
+    """:func:`plot_rank_errors` of a :class:`~tflib.experiments.natural.NaturalResult`, one panel
+    per data set, with one legend.
+
+    Explained in the "Natural vs. random data" chapter.
+    """
+    datasets = list(dict.fromkeys(key[0] for key in result.runs))
+    size = (4.6 * len(datasets) + 2, 3.6)
+    fig, axes = plt.subplots(1, len(datasets), figsize=size, layout="constrained", squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        errors = {
+            (variant, split): result.final_errors(dataset, variant, split)
+            for variant in result.config.variants
+            for split in ("train", "test")
+            if (dataset, variant) in {key[:2] for key in result.runs}
+        }
+        title = DATASET_TITLES.get(dataset, dataset)
+        plot_rank_errors(result.config.ranks, errors, result.variance(dataset), ax=ax, title=title)
+        ax.get_legend().remove()  # one legend for all panels
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right center", fontsize=9)
+    return fig
+
+
 @styled
 def plot_final_errors(
     errors: Mapping[str, Sequence[float]], threshold: float | None = None, ax: Axes | None = None
@@ -174,7 +291,9 @@ def plot_final_errors(
         ax.scatter(x + jitter.uniform(-0.2, 0.2, len(values)), values, s=14, color=color, alpha=0.7)
         ax.plot([x - 0.3, x + 0.3], [np.median(values)] * 2, color="black", linewidth=1.4)
     if threshold is not None:
-        ax.axhline(threshold, color="gray", linestyle="--", linewidth=0.9, label="completion threshold")
+        ax.axhline(
+            threshold, color="gray", linestyle="--", linewidth=0.9, label="completion threshold"
+        )
         ax.legend(loc="upper left")
     ax.set_xticks(range(len(errors)), list(errors))
     ax.set_yscale("log")

@@ -9,13 +9,23 @@ from tflib.experiments.dynamics import (
     dynamics_config,
     run_dynamics,
 )
+from tflib.experiments.natural import NaturalConfig, NaturalResult, natural_config, run_natural
 from tflib.experiments.norm_law import NormLawCheck, norm_law_check
+from tflib.experiments.rank_one import RankOneConfig, RankOneResult, rank_one_config, run_rank_one
 
 __all__ = [
     "DynamicsConfig",
     "DynamicsResult",
+    "NaturalConfig",
+    "NaturalResult",
     "NormLawCheck",
     "dynamics_config",
+    "natural_config",
     "norm_law_check",
     "run_dynamics",
+    "run_natural",
+    "RankOneConfig",
+    "RankOneResult",
+    "rank_one_config",
+    "run_rank_one",
 ]

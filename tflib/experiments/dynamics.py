@@ -10,7 +10,6 @@ Explained in the CP dynamics chapter.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -56,9 +55,7 @@ SCALES = {
 def dynamics_config(scale: str = "book", seed: int = 0, **overrides) -> DynamicsConfig:
     """The configuration at a scale ("book" or "paper"), its seeds counted from ``seed``, with any
     other field overridden."""
-    config = config_at_scale(SCALES, scale)
-    overrides.setdefault("seeds", tuple(seed + s for s in config.seeds))
-    return dataclasses.replace(config, **overrides)
+    return config_at_scale(SCALES, scale, seed, **overrides)
 
 
 @dataclass

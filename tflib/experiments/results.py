@@ -23,11 +23,14 @@ from typing import Any, ClassVar
 from tflib.train import History
 
 
-def config_at_scale(scales: dict[str, Any], scale: str, **overrides) -> Any:
-    """The config of ``scale`` (a key of ``scales``) with the given fields overridden."""
+def config_at_scale(scales: dict[str, Any], scale: str, seed: int = 0, **overrides) -> Any:
+    """The config of ``scale`` (a key of ``scales``), its ``seeds`` counted from ``seed``, with
+    the given fields overridden."""
     if scale not in scales:
         raise ValueError(f"scale must be one of {sorted(scales)}, got {scale!r}")
-    return dataclasses.replace(scales[scale], **overrides)
+    config = scales[scale]
+    overrides.setdefault("seeds", tuple(seed + s for s in config.seeds))
+    return dataclasses.replace(config, **overrides)
 
 
 def add_common_options(command: argparse.ArgumentParser, scales: dict, out: str) -> None:

@@ -1,0 +1,243 @@
+r"""A CP factorization as a neural network, numerically sound for hundreds of input positions.
+
+Read an index :math:`(i_1, \ldots, i_N)` as an input of N discrete variables. The network
+
+1. represents variable n by its one-hot vector :math:`\mathbf{e}_{i_n} \in \mathbb{R}^{d_n}`;
+2. maps it linearly to R channels, :math:`\mathbf{h}_n = (W^n)^\top \mathbf{e}_{i_n}` (row
+   :math:`i_n` of the factor matrix :math:`W^n`);
+3. pools the positions by a product, channel by channel: :math:`p_r = \prod_n [\mathbf{h}_n]_r`;
+4. sums the channels: the output :math:`\sum_r p_r` is the CP entry :math:`\mathcal{W}_{i_1 \ldots
+   i_N}`.
+
+Step 3 multiplies N numbers per channel: for N = 784 (binary MNIST) the product under- or overflows
+in float32 long before the end. So it is computed in the log domain. With :math:`l_r` the sum of
+:math:`\log |[\mathbf{h}_n]_r|` over the non-zero factors, :math:`s_r` the number of negative ones
+and :math:`z_r` the number of zeros, :math:`p_r = (-1)^{s_r} e^{l_r} [z_r = 0]`. All three sums
+are linear in the one-hot inputs, so one matrix product of the encoded inputs, shape (B, K), with a
+table of shape (K, 3R) evaluates a whole batch (the sign and zero columns are left out while no
+factor is negative or zero); the gradient is one more matrix product.
+
+Explained in the "Tensor completion as prediction" chapter; the engine of the "Natural vs. random
+data" chapter.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from tflib.cp import check_indices, component_norms, cp_to_tensor
+
+
+def _log_table(weight: torch.Tensor) -> torch.Tensor:
+    """Per entry of ``weight`` (K, R): log|w| (0 where w = 0), then, only if some entry is zero
+    or negative, the indicators w = 0 and w < 0 as further blocks of R columns; zero columns pad
+    the width to a multiple of 16, where matrix products run fastest."""
+    zero, negative = weight == 0, weight < 0
+    blocks = [torch.where(zero, 0.0, weight.abs().log())]
+    blocks += [m.to(weight.dtype) for m in (zero, negative) if m.any()]
+    return _padded(torch.cat(blocks, dim=1))
+
+
+def _padded(matrix: torch.Tensor) -> torch.Tensor:
+    return nn.functional.pad(matrix, (0, -matrix.shape[1] % 16))
+
+
+class _Layout:
+    """Where the rows of the stacked factors sit: mode n, level j is row ``offset[n] + j``.
+
+    A batch is encoded by the indicators :math:`[i_n = j]` for the levels :math:`j \\geq 1`
+    (level 0 is the reference every table entry is relative to): K columns in all.
+    """
+
+    def __init__(self, shape: Sequence[int], device: torch.device) -> None:
+        offsets = [0, *itertools.accumulate(shape)][:-1]
+        self.rows = torch.tensor(
+            [o + j for o, d in zip(offsets, shape) for j in range(1, d)], device=device
+        )
+        self.reference = torch.tensor(
+            [o for o, d in zip(offsets, shape) for _ in range(1, d)], device=device
+        )
+        self.mode = torch.tensor(
+            [n for n, d in enumerate(shape) for _ in range(1, d)], device=device
+        )
+        self.level = torch.tensor([j for d in shape for j in range(1, d)], device=device)
+        self.offsets = torch.tensor(offsets, device=device)
+        self.binary = all(d == 2 for d in shape)
+
+    def encode(self, indices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The (B, K) indicators of the non-reference levels of each input."""
+        if self.binary:  # one column per mode: the indicator of level 1 is the index itself
+            return indices.to(dtype)
+        return (indices[:, self.mode] == self.level).to(dtype)
+
+
+def _components(
+    encoded: torch.Tensor, weight: torch.Tensor, layout: _Layout
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    r"""Every channel's product :math:`p_r` for every input, shape (B, R), and, if some factor is
+    zero, the product of each channel's non-zero factors where exactly one is zero (what the
+    gradient at that zero needs; None otherwise)."""
+    rank, has_zero, has_negative = (
+        weight.shape[1],
+        bool((weight == 0).any()),
+        bool((weight < 0).any()),
+    )
+    table = _log_table(weight)
+    relative = table[layout.rows] - table[layout.reference]
+    sums = torch.addmm(table[layout.offsets].sum(dim=0), encoded, relative)
+    magnitude = sums[:, :rank].exp()
+    if has_negative:
+        negatives = sums[:, (1 + has_zero) * rank : (2 + has_zero) * rank]
+        magnitude = torch.where(torch.remainder(negatives.round(), 2) == 1, -magnitude, magnitude)
+    if not has_zero:
+        return magnitude, None
+    zeros = sums[:, rank : 2 * rank].round()
+    return torch.where(zeros == 0, magnitude, 0.0), torch.where(zeros == 1, magnitude, 0.0)
+
+
+def _weight_gradient(
+    grad: torch.Tensor,
+    encoded: torch.Tensor,
+    products: torch.Tensor,
+    others: torch.Tensor | None,
+    weight: torch.Tensor,
+    layout: _Layout,
+) -> torch.Tensor:
+    r"""Gradient for the stacked factors, given the gradient ``grad`` (B, R) of the products.
+
+    :math:`\partial p_r / \partial w = p_r / w` for a non-zero factor w, and the product of the
+    others for a zero one; summed over the inputs that select each row: one matrix product for the
+    non-reference levels, and the total minus those for the reference level.
+    """
+    rank = weight.shape[1]
+    weighted = grad * products if others is None else torch.cat([grad * products, grad * others], 1)
+    selected = (_padded(weighted).T @ encoded).T[:, : weighted.shape[1]]
+    per_mode = selected.new_zeros(len(layout.offsets), selected.shape[1])
+    by_row = selected.new_empty(weight.shape[0], selected.shape[1])
+    by_row[layout.offsets] = weighted.sum(dim=0) - per_mode.index_add_(0, layout.mode, selected)
+    by_row[layout.rows] = selected
+    if others is None:
+        return by_row / weight
+    return torch.where(
+        weight == 0, by_row[:, rank:], by_row[:, :rank] / weight.where(weight != 0, 1.0)
+    )
+
+
+class _LogDomainProducts(torch.autograd.Function):
+    """:func:`_components` with its closed-form gradient (exact at zero factors too)."""
+
+    @staticmethod
+    def forward(ctx, encoded: torch.Tensor, weight: torch.Tensor, layout: _Layout) -> torch.Tensor:
+        products, others = _components(encoded, weight, layout)
+        ctx.save_for_backward(encoded, products, weight)
+        ctx.others, ctx.layout = others, layout
+        return products
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        encoded, products, weight = ctx.saved_tensors
+        return None, _weight_gradient(grad, encoded, products, ctx.others, weight, ctx.layout), None
+
+
+class CPNetwork(nn.Module):
+    r"""A CP factorization read as a network: one-hot inputs, a linear map to R channels per
+    position, product pooling over positions, a sum at the output (see the module's docstring).
+
+    Its outputs equal :func:`~tflib.cp.cp_entries` of :attr:`factors`, computed in the log domain so
+    that they stay finite for hundreds of positions. With ``rank`` a sequence of ranks
+    :math:`(R_1, \ldots, R_G)`, the module holds G independent factorizations side by side (one
+    evaluation trains several models at once) and outputs shape (B, G).
+
+    Explained in the "Tensor completion as prediction" chapter.
+
+    Parameters
+    ----------
+    shape : :math:`(d_1, \ldots, d_N)`, the number of values of each input variable
+    rank : R, or a sequence of ranks for several models side by side
+    init_std, init_mean : the factor entries are drawn i.i.d. normal with this std and mean (the
+        paper's natural-data experiments use mean 1 and std 1e-3, so the products start near 1)
+    seed, device, dtype : as for :class:`~tflib.CPFactorization`
+
+    Attributes
+    ----------
+    weight : the factors stacked, one parameter of shape :math:`(\sum_n d_n, \sum_g R_g)`;
+        :attr:`factors` gives its views, N matrices of shape (d_n, sum of the ranks)
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        rank: int | Sequence[int],
+        init_std: float,
+        init_mean: float = 0.0,
+        *,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.shape = tuple(int(d) for d in shape)
+        self.ranks = (int(rank),) if isinstance(rank, int) else tuple(int(r) for r in rank)
+        if not self.shape or min(self.shape) < 1 or not self.ranks or min(self.ranks) < 1:
+            raise ValueError(f"shape and ranks must be positive, got {self.shape} and {rank}")
+        if not init_std >= 0:
+            raise ValueError(f"init_std must be non-negative, got {init_std}")
+        self.grouped = not isinstance(rank, int)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        draw = torch.randn(
+            sum(self.shape), sum(self.ranks), generator=generator, dtype=torch.float64
+        )
+        self.weight = nn.Parameter((draw * init_std + init_mean).to(device=device, dtype=dtype))
+        self.layout = _Layout(self.shape, self.weight.device)
+        groups = torch.repeat_interleave(torch.arange(len(self.ranks)), torch.tensor(self.ranks))
+        self.register_buffer("group_sum", nn.functional.one_hot(groups).to(dtype), persistent=False)
+
+    @property
+    def factors(self) -> list[torch.Tensor]:
+        """The factor matrices :math:`W^n`, views of :attr:`weight` (in-place edits change it)."""
+        return list(self.weight.split(self.shape))
+
+    def _outputs(self, products: torch.Tensor) -> torch.Tensor:
+        outputs = products @ self.group_sum
+        return outputs if self.grouped else outputs[:, 0]
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        """Outputs at the ``(B, N)`` inputs: shape (B,), or (B, G) for several ranks."""
+        check_indices(indices, self.shape)
+        encoded = self.layout.encode(indices, self.weight.dtype)
+        return self._outputs(_LogDomainProducts.apply(encoded, self.weight, self.layout))
+
+    def loss_and_gradients(
+        self, indices: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The mean squared error (summed over the G models) and its gradient, in closed form."""
+        check_indices(indices, self.shape)
+        with torch.no_grad():
+            encoded = self.layout.encode(indices, self.weight.dtype)
+            products, others = _components(encoded, self.weight, self.layout)
+            residual = self._outputs(products) - (targets[:, None] if self.grouped else targets)
+            loss = residual.square().mean(dim=0).sum()
+            grad = (2 / len(targets)) * (residual.reshape(len(targets), -1) @ self.group_sum.T)
+            gradient = _weight_gradient(grad, encoded, products, others, self.weight, self.layout)
+        return loss, [gradient]
+
+    def full(self) -> torch.Tensor:
+        """The whole tensor (small shapes only), summed over all G models."""
+        if math.prod(self.shape) > 2**24:
+            raise ValueError(f"a tensor of shape {self.shape} is too large to build in full")
+        return cp_to_tensor(self.factors)
+
+    def component_norms(self) -> torch.Tensor:
+        """Norms of the components of every model, shape (sum of the ranks,)."""
+        return component_norms(self.factors)
+
+    def extra_repr(self) -> str:
+        return (
+            f"shape={self.shape if len(self.shape) <= 6 else len(self.shape)}, ranks={self.ranks}"
+        )
