@@ -189,7 +189,9 @@ def test_one_stored_run_is_reproduced(tmp_path):
     # scratch at the paper's setting and must land on its stored record
     summary = json.loads(STORED.read_text())["init_scales"]
     record = next(r for r in summary["runs"] if (r["seed"], r["init_std"]) == (0, 0.01))
-    config = dynamics_config("book", max_steps=summary["config"]["max_steps"], track_every=250)
+    config = dynamics_config(
+        "book", init_stds=(0.01,), max_steps=summary["config"]["max_steps"], track_every=250
+    )
     rerun = run_records(run_study(config, tmp_path, log=lambda line: None), tmp_path)[0]
     assert rerun["status"] == record["status"] == "converged"
     assert rerun["completed"] and record["completed"]
