@@ -78,7 +78,6 @@ def test_records_match_a_brute_force_reading_of_the_final_factors(tiny):
         norms /= np.linalg.norm(target)
         error = np.linalg.norm(gap) / np.linalg.norm(target)
         assert record["error"] == pytest.approx(error, rel=1e-3)  # stored to 4 digits
-        assert record["largest"] == pytest.approx(norms.max(), rel=1e-3)
         assert record["n_large"] == np.sum(norms > LARGE)
         assert record["worst_entry"] == pytest.approx(np.max(gap**2) / np.sum(gap**2), rel=1e-3)
         assert record["steps"] == 200 and record["status"] == "budget"
@@ -161,7 +160,6 @@ def test_draw_properties_match_a_brute_force_reading_of_the_draw(seed):
     fewest = min(np.sum(indices[:, n].numpy() == i) for n in range(3) for i in range(4))
     properties = draw_properties(config, seed)
     assert properties["smallest"] == pytest.approx(norms.min(), rel=1e-12)
-    assert properties["largest"] == pytest.approx(norms.max(), rel=1e-12)
     assert properties["worst_sampled"] == pytest.approx(min(shares), rel=1e-12)
     assert properties["fewest_in_slice"] == fewest
 
@@ -198,4 +196,4 @@ def test_one_stored_run_is_reproduced(tmp_path):
     assert rerun["n_large"] == record["n_large"]
     assert rerun["steps"] == pytest.approx(record["steps"], rel=0.02)
     assert rerun["error"] == pytest.approx(record["error"], rel=0.02)
-    assert rerun["largest"] == pytest.approx(record["largest"], rel=0.02)
+    assert rerun["worst_entry"] == pytest.approx(record["worst_entry"], rel=0.05)
