@@ -78,6 +78,9 @@ def test_records_match_a_brute_force_reading_of_the_final_factors(tiny):
         norms /= np.linalg.norm(target)
         error = np.linalg.norm(gap) / np.linalg.norm(target)
         assert record["error"] == pytest.approx(error, rel=1e-3)  # stored to 4 digits
+        assert record["norm"] == pytest.approx(
+            np.linalg.norm(gap + target) / np.linalg.norm(target), rel=1e-3
+        )
         assert record["n_large"] == np.sum(norms > LARGE)
         assert record["worst_entry"] == pytest.approx(np.max(gap**2) / np.sum(gap**2), rel=1e-3)
         assert record["steps"] == 200 and record["status"] == "budget"

@@ -99,8 +99,9 @@ def run_records(
     """The final numbers of every run of a study, read from its histories and checkpoints.
 
     Per run: ``seed``, ``init_std``, ``status`` (as in :class:`~tflib.train.History`), ``steps``,
-    ``loss``, ``error`` (the normalized reconstruction error), ``n_large`` (components of norm
-    above :data:`LARGE` times the target's), ``worst_entry`` (the share of the squared error in
+    ``loss``, ``error`` (the normalized reconstruction error), ``norm`` (the fit's Frobenius norm
+    over the target's), ``n_large`` (components of norm above :data:`LARGE` times the target's),
+    ``worst_entry`` (the share of the squared error in
     the single worst entry: near 1 when one entry holds all of it) and ``completed`` (error below
     ``complete_below``).
 
@@ -111,10 +112,12 @@ def run_records(
         target = problem(config, seed, dtype=torch.float64)[0]
         state = load_checkpoint(checkpoint_path(Path(out_dir) / f"seed{seed}", seed, std))
         factors = [state["model"][f"factors.{n}"].double() for n in range(len(config.shape))]
-        squares, error = (cp_to_tensor(factors) - target).square(), history["error"][-1]
+        tensor, error = cp_to_tensor(factors), history["error"][-1]
+        squares = (tensor - target).square()
         records.append(
             {"seed": seed, "init_std": std, "status": history.status, "steps": history.steps[-1]}
             | {"loss": float(f"{history.loss[-1]:.4g}"), "error": float(f"{error:.4g}")}
+            | {"norm": float(f"{tensor.norm() / target.norm():.4g}")}
             | {"worst_entry": float(f"{squares.max() / squares.sum():.4g}")}
             | {"n_large": int((component_norms(factors) > LARGE * target.norm()).sum())}
             | {"completed": bool(error < complete_below)}
