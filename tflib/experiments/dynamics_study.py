@@ -43,11 +43,7 @@ COMPLETED_BELOW = 0.05
 SCALES = {
     "book": DynamicsConfig(seeds=tuple(range(8)), init_stds=(1e-2,), track_every=250, n_tracked=20),
     "paper": DynamicsConfig(
-        seeds=tuple(range(30)),
-        init_stds=(5e-2, 1e-2, 5e-3),
-        max_steps=100_000,
-        track_every=250,
-        n_tracked=20,
+        seeds=tuple(range(30)), max_steps=100_000, track_every=250, n_tracked=20
     ),
 }
 
@@ -83,13 +79,11 @@ def run_study(
         runs.update(part.runs)
         if any(h.status == "interrupted" for h in part.runs.values()):
             break
-        log(
-            f"seed {seed}: "
-            + ", ".join(
-                f"init {std:g} error {h['error'][-1]:.2g} in {h.steps[-1]:,} steps ({h.status})"
-                for (_, std), h in part.runs.items()
-            )
-        )
+        done = [
+            f"init {std:g} error {h['error'][-1]:.2g} in {h.steps[-1]:,} steps ({h.status})"
+            for (_, std), h in part.runs.items()
+        ]
+        log(f"seed {seed}: " + ", ".join(done))
     return DynamicsResult(config, runs)
 
 
