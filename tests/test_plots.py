@@ -11,18 +11,31 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from tflib.experiments import DynamicsConfig, DynamicsResult, NaturalResult, natural_config
+from tflib.experiments import (
+    DynamicsConfig,
+    DynamicsResult,
+    MatrixConfig,
+    MatrixResult,
+    NaturalResult,
+    natural_config,
+)
 from tflib.plots import (
+    completion_figure,
     dynamics_figure,
     dynamics_result_figure,
+    factorization_networks_figure,
+    metric_panels,
     natural_result_figure,
     norm_law_figure,
     plot_component_norms,
     plot_errors,
     plot_final_errors,
+    plot_images,
     plot_rank_errors,
     plot_scaling,
+    plot_tensor_slices,
     rank_one_figure,
+    singular_values_figure,
 )
 from tflib.train import History
 
@@ -144,6 +157,21 @@ def test_dynamics_result_figure_draws_the_smallest_init_and_every_error_curve():
     return figure
 
 
+@COMPARE
+def test_plot_final_errors_figure():
+    rng = np.random.default_rng(1)
+    errors = {
+        "init 0.05": 0.08 * np.exp(rng.normal(0, 0.2, 30)),
+        "init 0.01": np.r_[np.full(24, 0.014), [0.17, 0.34, 1.2, 1.9, 0.6, 0.09]],
+    }
+    ax = plot_final_errors(errors, threshold=0.05)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["init 0.05", "init 0.01"]
+    assert len(ax.collections) == 2 and ax.get_yscale() == "log"
+    medians = [line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == "-"]
+    np.testing.assert_allclose(medians, [np.median(v) for v in errors.values()])
+    return ax.figure
+
+
 # --- the rank-one chapter -------------------------------------------------------------------------
 
 
@@ -259,16 +287,182 @@ def test_natural_result_figure_draws_a_panel_per_data_set():
     return figure
 
 
+# --- the Matrix factorization chapter -------------------------------------------------------------
+
+
+def matrix_history(values: dict[str, np.ndarray], steps=STEPS) -> History:
+    metrics = {name: np.asarray(v).tolist() for name, v in values.items()}
+    return History(steps=list(steps), loss=[0.0] * len(steps), metrics=metrics, status="converged")
+
+
 @COMPARE
-def test_plot_final_errors_figure():
-    rng = np.random.default_rng(1)
+def test_completion_figure_draws_the_median_of_every_method_and_a_dot_per_seed():
+    config = MatrixConfig((10, 10), 2, (20, 40, 60), depths=(1, 3), seeds=(0, 1))
     errors = {
-        "init 0.05": 0.08 * np.exp(rng.normal(0, 0.2, 30)),
-        "init 0.01": np.r_[np.full(24, 0.014), [0.17, 0.34, 1.2, 1.9, 0.6, 0.09]],
+        1: [[0.9, 0.8], [0.85, 0.8], [0.7, 0.72]],
+        3: [[0.5, 0.3], [0.05, 0.02], [0.01, 0.01]],
     }
-    ax = plot_final_errors(errors, threshold=0.05)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["init 0.05", "init 0.01"]
-    assert len(ax.collections) == 2 and ax.get_yscale() == "log"
-    medians = [line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == "-"]
-    np.testing.assert_allclose(medians, [np.median(v) for v in errors.values()])
-    return ax.figure
+    errors["nuclear norm"] = [[0.6, 0.5], [0.3, 0.2], [1e-3, 2e-3]]
+    runs = {
+        (seed, n, method, None if method == "nuclear norm" else 1e-3): matrix_history(
+            {"error": [errors[method][i][k]]}, steps=[0]
+        )
+        for method in errors
+        for i, n in enumerate(config.n_observations)
+        for k, seed in enumerate(config.seeds)
+    }
+    figure = completion_figure(MatrixResult(config, runs))
+    (ax,) = figure.axes
+    assert [line.get_label() for line in ax.get_lines()[:3]] == [
+        "depth 1",
+        "depth 3",
+        "nuclear norm",
+    ]
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [0.4, 0.035, 0.01])
+    assert ax.get_xlabel() == "observed entries" and ax.get_yscale() == "log"
+    return figure
+
+
+@COMPARE
+def test_singular_values_figure_has_a_panel_per_depth_and_init_scale():
+    config = MatrixConfig((10, 10), 2, (40,), depths=(2, 3), init_stds=(1e-2, 1e-3), seeds=(0,))
+    runs = {
+        (0, 40, depth, std): matrix_history({"singular_values": scale * synthetic_norms(STEPS, 3)})
+        for depth, std, scale in [(2, 1e-2, 1.0), (2, 1e-3, 2.0), (3, 1e-2, 3.0), (3, 1e-3, 4.0)]
+    }
+    figure = singular_values_figure(MatrixResult(config, runs))
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == [
+        "depth 2, init 0.01",
+        "depth 2, init 0.001",
+        "depth 3, init 0.01",
+        "depth 3, init 0.001",
+    ]
+    assert all(ax.get_ylabel() == "singular value" and len(ax.lines) == 3 for ax in figure.axes)
+    np.testing.assert_allclose(
+        figure.axes[3].lines[0].get_ydata(), 4 * synthetic_norms(STEPS, 3)[:, 0]
+    )
+    return figure
+
+
+@COMPARE
+def test_metric_panels_draw_one_panel_per_metric_and_one_curve_per_run():
+    histories = {
+        f"depth {depth}": matrix_history(
+            {"size": np.log1p(depth * STEPS), "rank": 1 + 1 / (1 + depth * STEPS / 100)}
+        )
+        for depth in (3, 4)
+    }
+    figure = metric_panels(histories, {"size": "|w11|", "rank": "effective rank"}, log=["size"])
+    left, right = figure.axes
+    assert (left.get_ylabel(), right.get_ylabel()) == ("|w11|", "effective rank")
+    assert (left.get_yscale(), right.get_yscale()) == ("log", "linear")
+    assert [line.get_label() for line in right.get_lines()] == ["depth 3", "depth 4"]
+    return figure
+
+
+# --- the "Tensor completion as prediction" chapter -----------------------------------------------
+
+#: Six 3-pixel images at the 5 gray levels, as the chapter draws its training images.
+LEVELS = np.array([[2, 3, 0], [1, 1, 3], [2, 4, 2], [3, 1, 2], [0, 1, 1], [4, 4, 4]])
+
+
+def toy_tensors() -> tuple[np.ndarray, np.ndarray]:
+    """A smooth 5 x 5 x 5 tensor and a fixed mask of 40 observed entries."""
+    b = np.linspace(0, 1, 5)
+    tensor = np.einsum("i,j,k->ijk", b, b, b) + 0.5 * np.einsum("i,j,k->ijk", 1 - b, 1 - b, 1 - b)
+    mask = (np.arange(125).reshape(5, 5, 5) * 37 % 125) < 40
+    return tensor, mask
+
+
+@COMPARE
+def test_plot_images_figure():
+    titles = [str(tuple(x)) for x in LEVELS.tolist()]
+    figure = plot_images(LEVELS[:, None, :] / 4, titles)
+    assert [ax.get_title() for ax in figure.axes] == titles
+    return figure
+
+
+def test_plot_images_shows_each_image_at_its_intensities_with_pixel_borders():
+    images = np.random.default_rng(0).random((2, 8, 8))
+    figure = plot_images(images)
+    try:
+        for ax, image in zip(figure.axes, images):
+            np.testing.assert_array_equal(ax.images[0].get_array(), image)
+            assert ax.images[0].get_clim() == (0, 1), "0 is black and 1 white for every image"
+            assert len(ax.lines) == 7 + 7, "a border between neighbouring pixels"
+    finally:
+        plt.close(figure)
+
+
+@COMPARE
+def test_plot_tensor_slices_figure():
+    tensor, mask = toy_tensors()
+    figure = plot_tensor_slices({"observed": np.where(mask, tensor, np.nan), "truth": tensor}, mask)
+    assert [ax.get_title() for ax in figure.axes[:5]] == [f"pixel 1 = {i}" for i in range(5)]
+    return figure
+
+
+def test_plot_tensor_slices_marks_exactly_the_observed_entries_on_one_color_scale():
+    tensor, mask = toy_tensors()
+    figure = plot_tensor_slices({"a": tensor, "b": 2 * tensor}, mask)
+    try:
+        panels = figure.axes[:10]
+        for k, ax in enumerate(panels):
+            row, i = divmod(k, 5)
+            dots = ax.collections[0].get_offsets()  # (column, row) of each dot
+            assert sorted(map(tuple, np.asarray(dots)[:, ::-1].astype(int).tolist())) == sorted(
+                map(tuple, np.argwhere(mask[i]).tolist())
+            )
+            np.testing.assert_allclose(ax.images[0].get_array(), (1 + row) * tensor[i])
+            assert ax.images[0].get_clim() == (tensor.min(), 2 * tensor.max())
+    finally:
+        plt.close(figure)
+
+
+@pytest.mark.parametrize(
+    "tensors, observed",
+    [
+        ({"a": np.zeros((5, 5))}, None),
+        ({"a": np.zeros((5, 5, 5)), "b": np.zeros((4, 5, 5))}, None),
+        ({"a": np.zeros((5, 5, 5))}, np.zeros((5, 5), dtype=bool)),
+        ({}, None),
+    ],
+)
+def test_plot_tensor_slices_rejects_tensors_it_cannot_draw(tensors, observed):
+    with pytest.raises(ValueError, match="order-3 tensors"):
+        plot_tensor_slices(tensors, observed)
+
+
+def test_plot_images_rejects_a_single_image_without_the_batch_axis():
+    with pytest.raises(ValueError, match=r"\(K, h, w\)"):
+        plot_images(np.zeros((8, 8)))
+
+
+@COMPARE
+def test_factorization_networks_figure():
+    figure = factorization_networks_figure()
+    left, right = figure.axes
+    assert left.get_title() == "matrix factorization: a linear network"
+    assert right.get_title() == "CP factorization: a non-linear network"
+    return figure
+
+
+@pytest.mark.parametrize("depth, order, dim, rank", [(3, 3, 5, 3), (2, 4, 2, 10), (1, 1, 3, 1)])
+def test_factorization_networks_figure_draws_every_node_and_edge(depth, order, dim, rank):
+    figure = factorization_networks_figure(depth=depth, order=order, dim=dim, rank=rank)
+    try:
+        left, right = figure.axes
+        widths = [dim] + [rank] * (depth - 1) + [dim]
+        assert sum(len(c.get_offsets()) for c in left.collections) == sum(widths)
+        assert len(left.lines) == sum(a * b for a, b in zip(widths, widths[1:]))
+        nodes = order * (dim + rank) + rank + 1  # inputs, channels, products, the sum
+        assert sum(len(c.get_offsets()) for c in right.collections) == nodes
+        assert len(right.lines) == order * (dim * rank + rank) + rank
+    finally:
+        plt.close(figure)
+
+
+def test_factorization_networks_figure_rejects_empty_networks():
+    with pytest.raises(ValueError, match="dim >= 2"):
+        factorization_networks_figure(dim=1)

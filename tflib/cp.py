@@ -16,6 +16,9 @@ Entries can be computed two ways that give the same numbers:
 * **gather**: for each requested index, multiply the N factor rows it selects. Memory grows with
   the number of requested entries, not with the tensor, so this is the only way for large tensors.
 
+Both are differentiable by autograd. Training takes a faster route on the dense path:
+:meth:`CPFactorization.loss_and_gradients` computes the loss and its gradient in closed form.
+
 Explained in the CP dynamics chapter.
 """
 
@@ -144,30 +147,6 @@ def _dense_factor_gradients(
     ]
 
 
-class _DenseEntries(torch.autograd.Function):
-    r"""Entries of :math:`\mathcal{W} = L R^\top` at flat positions, with a closed-form gradient.
-
-    :math:`L` and :math:`R` are the Khatri–Rao products of the first k and the last N - k factors.
-    The gradient is scattered onto the full tensor and passed to :func:`_dense_factor_gradients`.
-    Second derivatives are refused; use ``method="gather"`` for them.
-    """
-
-    @staticmethod
-    def forward(ctx, flat: torch.Tensor, split: int, *factors: torch.Tensor) -> torch.Tensor:
-        left, right = khatri_rao(factors[:split]), khatri_rao(factors[split:])
-        ctx.save_for_backward(flat, left, right, *factors)
-        ctx.split = split
-        return (left @ right.T).reshape(-1).take(flat)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        flat, left, right, *factors = ctx.saved_tensors
-        scattered = grad.new_zeros(left.shape[0] * right.shape[0]).index_add_(0, flat, grad)
-        scattered = scattered.reshape(left.shape[0], right.shape[0])
-        return None, None, *_dense_factor_gradients(scattered, left, right, factors, ctx.split)
-
-
 def _dense_squared_error(
     flat: torch.Tensor, targets: torch.Tensor, split: int, factors: Sequence[torch.Tensor]
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -197,10 +176,7 @@ def _dense(factors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _dense_entries(factors: Sequence[torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
-    flat = flat_indices(indices, [f.shape[0] for f in factors])
-    if len(factors) == 1:
-        return factors[0].sum(dim=1).take(flat)
-    return _DenseEntries.apply(flat, _split_point([f.shape[0] for f in factors]), *factors)
+    return _dense(factors).reshape(-1).take(flat_indices(indices, [f.shape[0] for f in factors]))
 
 
 def cp_to_tensor(factors: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -1,6 +1,9 @@
 r"""Deep matrix factorization: a matrix :math:`W = W_L W_{L-1} \cdots W_1` with trainable factors.
 
-Matrix completion with it is a linear neural network of depth L fit to observed entries.
+Matrix completion with it is a linear neural network of depth L fit to observed entries; the
+minimum-nuclear-norm completion is the convex baseline it is compared with.
+
+Explained in the Matrix factorization chapter.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class DeepMatrixFactorization(nn.Module):
     ----------
     factors : ``nn.ParameterList`` :math:`[W_1, \ldots, W_L]`; :math:`W_1` has shape
         (width, d'), :math:`W_L` shape (d, width), the others (width, width).
+
+    Explained in the Matrix factorization chapter.
     """
 
     def __init__(
@@ -78,3 +83,33 @@ class DeepMatrixFactorization(nn.Module):
     def singular_values(self) -> torch.Tensor:
         """Singular values of the end-to-end matrix, in decreasing order."""
         return torch.linalg.svdvals(self.full().detach())
+
+
+def nuclear_norm_completion(
+    shape: tuple[int, int], indices: torch.Tensor, values: torch.Tensor, **solver_options
+) -> torch.Tensor:
+    r"""The minimum-nuclear-norm completion, :math:`\min \|W\|_*` subject to :math:`W_{ij} = y_{ij}`
+    at the observed (row, column) ``indices`` (M, 2) with ``values`` (M,); a float64 (d, d')
+    matrix on the CPU. Solved by cvxpy with SCS to accuracy 1e-6 (``solver_options`` go to
+    ``Problem.solve``); a solver that stops short of the status "optimal" raises ``RuntimeError``.
+
+    Explained in the Matrix factorization chapter.
+    """
+    import cvxpy as cp  # only this baseline needs it
+
+    check_indices(indices, shape)
+    if values.shape != indices.shape[:1]:
+        raise ValueError(f"values of shape {tuple(values.shape)} do not match the indices")
+    rows, columns = indices.cpu().numpy().T
+    matrix = cp.Variable(shape)
+    constraints = [matrix[rows, columns] == values.detach().cpu().double().numpy()]
+    problem = cp.Problem(cp.Minimize(cp.normNuc(matrix)), constraints)
+    options = {"solver": "SCS", "eps_abs": 1e-6, "eps_rel": 1e-6} | solver_options
+    problem.solve(**options)
+    if problem.status != "optimal":
+        raise RuntimeError(
+            f"the nuclear-norm solver stopped with status {problem.status!r}, not 'optimal' "
+            f"(options {options}); its answer is not the minimum: allow more iterations "
+            "(max_iters) or try another solver"
+        )
+    return torch.from_numpy(matrix.value)

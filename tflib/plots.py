@@ -299,3 +299,231 @@ def plot_final_errors(
     ax.set_yscale("log")
     ax.set_ylabel("final reconstruction error")
     return ax
+
+
+@styled
+def completion_figure(result) -> Figure:
+    """Reconstruction error against the number of observed entries, one curve per method (depth
+    or nuclear norm) of a :class:`~tflib.experiments.matrix.MatrixResult`: the median over seeds,
+    and a dot per seed.
+
+    Explained in the Matrix factorization chapter.
+    """
+    finals, n = result.final(), np.asarray(result.config.n_observations)
+    ax = plot_errors({method: (n, np.median(errors, axis=1)) for method, errors in finals.items()})
+    for color, errors in zip(itertools.cycle(COLORS), finals.values()):
+        ax.plot(np.repeat(n, errors.shape[1]), errors.ravel(), ".", color=color, alpha=0.5)
+    ax.set_xlabel("observed entries")
+    return ax.figure
+
+
+@styled
+def singular_values_figure(result, seed: int | None = None) -> Figure:
+    """Singular values of the end-to-end matrix against iterations, one panel per depth (rows) and
+    init scale (columns) of a :class:`~tflib.experiments.matrix.MatrixResult`, at its first number
+    of observations and seed.
+
+    Explained in the Matrix factorization chapter.
+    """
+    depths, stds, n = result.config.depths, result.config.init_stds, result.config.n_observations[0]
+    fig, axes = plt.subplots(
+        len(depths),
+        len(stds),
+        figsize=(4.5 * len(stds), 3 * len(depths)),
+        sharex=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    for (depth, std), ax in zip(itertools.product(depths, stds), axes.flat):
+        history = result.history(n, depth, std, seed)
+        title = f"depth {depth}, init {std:g}"
+        plot_component_norms(history["steps"], history["singular_values"], ax=ax, title=title)
+        ax.set_ylabel("singular value")
+    for ax in axes[:-1].flat:
+        ax.set_xlabel("")
+    return fig
+
+
+@styled
+def metric_panels(
+    histories: Mapping, metrics: Mapping[str, str], log: Sequence[str] = ()
+) -> Figure:
+    """One panel per tracked metric (name -> axis label), one curve per run (label ->
+    :class:`~tflib.train.History`), against iterations; metrics named in ``log`` on a log scale.
+
+    Explained in the Matrix factorization chapter.
+    """
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(3.6 * len(metrics), 3.2), layout="constrained"
+    )
+    for ax, (name, label) in zip(np.atleast_1d(axes), metrics.items()):
+        curves = {run: (h["steps"], h[name]) for run, h in histories.items()}
+        plot_errors(curves, ax=ax, ylabel=label, log=name in log)
+    return fig
+
+
+@styled
+def plot_images(images: np.ndarray, titles: Sequence[str] | None = None) -> Figure:
+    """A row of grayscale images, intensity 0 black and 1 white (a 3-pixel image is 1 x 3).
+
+    Explained in the "Tensor completion as prediction" chapter.
+
+    Parameters
+    ----------
+    images : (K, h, w) intensities in [0, 1]
+    titles : K titles, one per image
+    """
+    images = np.asarray(images, dtype=float)
+    if images.ndim != 3 or not len(images):
+        raise ValueError(f"images must have shape (K, h, w) with K >= 1, got {images.shape}")
+    scale = 1.4 / max(images.shape[1:])
+    figsize = (len(images) * max(images.shape[2] * scale, 1.4), images.shape[1] * scale + 0.5)
+    fig, axes = plt.subplots(1, len(images), figsize=figsize, layout="constrained", squeeze=False)
+    for ax, image, title in zip(axes[0], images, titles or [""] * len(images)):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+        ax.set(xticks=[], yticks=[], title=title)
+        ax.grid(False)
+        ax.spines[:].set_visible(True)
+        for x in range(1, image.shape[1]):  # pixel borders
+            ax.axvline(x - 0.5, color="0.5", linewidth=1.2)
+        for y in range(1, image.shape[0]):
+            ax.axhline(y - 0.5, color="0.5", linewidth=1.2)
+    return fig
+
+
+@styled
+def plot_tensor_slices(
+    tensors: Mapping[str, np.ndarray],
+    observed: np.ndarray | None = None,
+    names: Sequence[str] = ("pixel 1", "pixel 2", "pixel 3"),
+) -> Figure:
+    """Order-3 tensors as rows of slices, one slice per index of the first mode.
+
+    Entries are colored by value on one shared scale; NaN entries (unknown) are light gray; the
+    observed entries are marked with a dot.
+
+    Explained in the "Tensor completion as prediction" chapter.
+
+    Parameters
+    ----------
+    tensors : row label -> tensor of shape (d_1, d_2, d_3), all of one shape
+    observed : boolean mask of that shape, or None
+    names : the names of the three modes
+    """
+    arrays = [np.asarray(t, dtype=float) for t in tensors.values()]
+    shapes = {a.shape for a in arrays} | ({np.shape(observed)} if observed is not None else set())
+    if len(shapes) != 1 or len(arrays[0].shape) != 3:
+        raise ValueError(f"need order-3 tensors (and mask) of one shape, got shapes {shapes}")
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays])
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.9")
+    d1 = arrays[0].shape[0]
+    fig, axes = plt.subplots(
+        len(arrays), d1, figsize=(1.45 * d1 + 0.8, 1.55 * len(arrays)), squeeze=False
+    )
+    for row, (label, array) in zip(axes, zip(tensors, arrays)):
+        for i, ax in enumerate(row):
+            image = ax.imshow(array[i], cmap=cmap, vmin=finite.min(), vmax=finite.max())
+            if observed is not None:
+                rows, columns = np.nonzero(np.asarray(observed)[i])
+                ax.scatter(columns, rows, s=12, color="white", edgecolor="black", linewidth=0.6)
+            ax.set(xticks=range(array.shape[2]), yticks=range(array.shape[1]))
+            ax.tick_params(labelsize=7, length=0)
+            ax.grid(False)
+        row[0].set_ylabel(f"{label}\n{names[1]}")
+    for i, ax in enumerate(axes[0]):
+        ax.set_title(f"{names[0]} = {i}", fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel(names[2])
+    fig.colorbar(image, ax=axes, shrink=0.8, label="entry")
+    return fig
+
+
+def _nodes(ax: Axes, x: float, ys: Sequence[float], colors=None, text="", active=None) -> list:
+    """Draw a column of nodes at abscissa x and return their centers. Nodes are white unless
+    ``colors`` says otherwise; node number ``active`` (a one-hot input's 1) is orange."""
+    colors = list(colors or ["white"] * len(ys))
+    if active is not None:
+        colors[active] = COLORS[4]
+    ax.scatter([x] * len(ys), ys, s=130, c=colors, edgecolors="black", linewidths=0.8, zorder=3)
+    for y in ys if text else []:
+        ax.text(x, y, text, ha="center", va="center", fontsize=10, zorder=4)
+    return [(x, y) for y in ys]
+
+
+def _edges(ax: Axes, sources: Sequence, targets: Sequence, color: str = "0.7") -> None:
+    for (x0, y0), (x1, y1) in itertools.product(sources, targets):
+        ax.plot([x0, x1], [y0, y1], color=color, linewidth=0.7, zorder=1)
+
+
+def _column(n: int, center: float = 0.0, gap: float = 0.5) -> list[float]:
+    return [center + gap * ((n - 1) / 2 - k) for k in range(n)]
+
+
+@styled
+def factorization_networks_figure(
+    depth: int = 3, order: int = 3, dim: int = 5, rank: int = 3
+) -> Figure:
+    r"""Matrix factorization as a linear network (left), CP factorization as a non-linear one.
+
+    Left: the one-hot column :math:`\mathbf{e}_j` passes through :math:`W_1, \ldots, W_L` (no
+    activation, hidden width ``rank``); row i of the output is the entry
+    :math:`[W_L \cdots W_1]_{ij}`. Right: each of the N one-hot inputs :math:`\mathbf{e}_{i_n}` is
+    mapped by :math:`(W^n)^\top` to R channels; each channel multiplies its values across the
+    positions (product pooling, the non-linearity); the output sums the channels. The 1 of each
+    one-hot input is orange.
+
+    Explained in the "Tensor completion as prediction" chapter.
+
+    Parameters
+    ----------
+    depth : L, the number of matrices on the left
+    order : N, the number of input positions on the right
+    dim : the number of values of every input (d = d' = d_n)
+    rank : the hidden width on the left, the number of channels R on the right
+    """
+    if min(depth, order, dim, rank) < 1 or dim < 2:
+        raise ValueError(
+            f"need depth, order, rank >= 1 and dim >= 2; got {depth, order, dim, rank}"
+        )
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
+    half = max(dim, rank) / 2  # half the height of the left network
+    top = max(0.5 * dim, 0.4 * rank) + 0.5  # the height of one position's block on the right
+    height = max(half + 0.8, top * order / 2, 0.45 * rank + 0.8)
+    layers = [_nodes(left, 0, _column(dim, gap=1), active=1)]
+    for layer in range(1, depth + 1):
+        size = dim if layer == depth else rank
+        active = 1 if layer == depth else None  # the row read out
+        layers.append(_nodes(left, 1.5 * layer, _column(size, gap=1), active=active))
+        _edges(left, layers[-2], layers[-1])
+        left.text(1.5 * layer - 0.75, half + 0.2, f"$W_{layer}$", ha="center")
+    x, y = layers[-1][1]
+    arrow = {"arrowstyle": "<-", "color": COLORS[4]}
+    left.annotate(r"$[W_L \cdots W_1]_{ij}$", (x, y), (x + 0.7, y), va="center", arrowprops=arrow)
+    left.text(0, -half - 0.2, "one-hot\ncolumn $j$", ha="center", va="top")
+    left.text(x, -half - 0.2, "read\nrow $i$", ha="center", va="top")
+    left.set_title("matrix factorization: a linear network")
+    palette = [COLORS[r % len(COLORS)] for r in range(rank)]  # one color per channel
+    products = _nodes(right, 3.2, _column(rank, gap=0.9), palette, r"$\times$")
+    for n in range(order):
+        center = top * ((order - 1) / 2 - n)
+        inputs = _nodes(right, 0, _column(dim, center), active=(2 * n + 1) % dim)
+        channels = _nodes(right, 1.6, _column(rank, center, 0.4), palette)
+        _edges(right, inputs, channels)
+        for channel, product, color in zip(channels, products, palette):
+            _edges(right, [channel], [product], color)
+        right.text(0.8, center + dim / 4 + 0.05, f"$(W^{n + 1})^\\top$", ha="center")
+        right.text(-0.3, center, f"$\\mathbf{{e}}_{{i_{n + 1}}}$", ha="right", va="center")
+    total = _nodes(right, 4.4, [0.0], text="+")
+    _edges(right, products, total, "black")
+    arrow["color"] = "black"
+    right.annotate(
+        r"$\mathcal{W}_{i_1 \ldots i_N}$", total[0], (5.0, 0.0), va="center", arrowprops=arrow
+    )
+    right.text(3.2, -rank * 0.45 - 0.3, "product\npooling", ha="center", va="top")
+    right.set_title("CP factorization: a non-linear network")
+    left.set_xlim(-0.8, 1.5 * depth + 1.8)
+    right.set_xlim(-0.8, 5.9)
+    for ax in (left, right):
+        ax.axis("off")
+        ax.set_ylim(-height - 0.3, height + 0.3)
+    return fig

@@ -9,6 +9,13 @@ from tflib.experiments.dynamics import (
     dynamics_config,
     run_dynamics,
 )
+from tflib.experiments.matrix import (
+    MatrixConfig,
+    MatrixResult,
+    matrix_config,
+    norms_versus_rank,
+    run_matrix,
+)
 from tflib.experiments.natural import NaturalConfig, NaturalResult, natural_config, run_natural
 from tflib.experiments.norm_law import NormLawCheck, norm_law_check
 from tflib.experiments.rank_one import RankOneConfig, RankOneResult, rank_one_config, run_rank_one
@@ -28,4 +35,9 @@ __all__ = [
     "RankOneResult",
     "rank_one_config",
     "run_rank_one",
+    "MatrixConfig",
+    "MatrixResult",
+    "matrix_config",
+    "norms_versus_rank",
+    "run_matrix",
 ]

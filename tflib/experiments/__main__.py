@@ -10,10 +10,10 @@ import argparse
 
 import matplotlib
 
-from tflib.experiments import dynamics, dynamics_study, natural, rank_one
+from tflib.experiments import dynamics, dynamics_study, matrix, natural, rank_one
 
 #: The experiment modules, in the book's order.
-EXPERIMENTS = (dynamics, dynamics_study, rank_one, natural)
+EXPERIMENTS = (matrix, dynamics, dynamics_study, rank_one, natural)
 
 
 def main(argv: list[str] | None = None) -> None:
