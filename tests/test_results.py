@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import torch
 
-from tflib.experiments.results import Results, config_at_scale, in_shard, write_json
+from tflib.experiments.results import (
+    Results,
+    add_common_options,
+    cli_overrides,
+    config_at_scale,
+    in_shard,
+    run_options,
+    write_json,
+)
 from tflib.train import History
 
 
@@ -94,3 +105,27 @@ def test_merge_refuses_overlapping_runs_or_different_configs():
         ToyResults.merge([a, ToyResults(ToyConfig(steps=3), {(1,): history(0.2)})])
     with pytest.raises(ValueError, match="nothing to merge"):
         ToyResults.merge([])
+
+
+def test_results_are_interrupted_when_any_run_is():
+    result = ToyResults(ToyConfig(), {(0,): history(0.5)})
+    assert not result.interrupted
+    result.runs[(1,)] = History(steps=[0, 3], loss=[1.0, 0.9], status="interrupted")
+    assert result.interrupted
+
+
+def test_the_command_line_overrides_only_what_it_was_given():
+    parser = argparse.ArgumentParser()
+    add_common_options(parser, {"book": ToyConfig()}, "results/toy", run=print)
+    parser.add_argument("--max-steps", type=int)
+    args = parser.parse_args(["--seeds", "3", "4"])
+    assert cli_overrides(args, "max_steps") == {"seeds": (3, 4)}
+    args = parser.parse_args(["--max-steps", "9", "--dtype", "float64", "--out", "x"])
+    assert cli_overrides(args, "max_steps") == {"max_steps": 9}
+    assert run_options(args) == {
+        "device": None,
+        "dtype": torch.float64,
+        "out_dir": Path("x"),
+        "progress": True,
+    }
+    assert args.run is print

@@ -19,7 +19,13 @@ import torch
 from tflib.cp import CPFactorization
 from tflib.data import observe, random_cp_tensor, sample_entries
 from tflib.devices import default_device
-from tflib.experiments.results import Results, add_common_options, config_at_scale
+from tflib.experiments.results import (
+    Results,
+    add_common_options,
+    cli_overrides,
+    config_at_scale,
+    run_options,
+)
 from tflib.metrics import largest_component_norms, normalized_reconstruction_error
 from tflib.train import History, fit
 
@@ -152,22 +158,12 @@ def run_command(args: argparse.Namespace) -> None:
     """``python -m tflib.experiments dynamics``: run, write results.json and the figure."""
     from tflib.plots import dynamics_result_figure
 
-    overrides = {"seeds": tuple(args.seeds)} if args.seeds else {}
-    if args.max_steps is not None:
-        overrides["max_steps"] = args.max_steps
-    config = dynamics_config(args.scale, **overrides)
+    config = dynamics_config(args.scale, **cli_overrides(args, "max_steps"))
     out = Path(args.out)
     print(f"dynamics experiment, scale {args.scale!r}, seeds {config.seeds}, writing to {out}")
-    result = run_dynamics(
-        config,
-        device=args.device,
-        dtype=getattr(torch, args.dtype),
-        out_dir=out,
-        progress=not args.no_progress,
-    )
-    if any(history.status == "interrupted" for history in result.runs.values()):
-        print("interrupted: run the same command again to resume")
-        return
+    result = run_dynamics(config, **run_options(args))
+    if result.interrupted:
+        return print("interrupted: run the same command again to resume")
     for std, errors in result.final_errors().items():
         print(f"init {std:g}: final reconstruction error " + ", ".join(f"{e:.3g}" for e in errors))
     figure = dynamics_result_figure(result)
@@ -180,7 +176,5 @@ def add_command(commands) -> None:
     command = commands.add_parser(
         "dynamics", help="component-norm dynamics (the CP dynamics chapter)"
     )
-    add_common_options(command, SCALES, out="results/dynamics")
-    command.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
+    add_common_options(command, SCALES, "results/dynamics", run_command)
     command.add_argument("--max-steps", type=int, help="override the step budget of each run")
-    command.set_defaults(run=run_command)

@@ -22,7 +22,13 @@ import torch
 
 from tflib.data import observe, random_cp_tensor, sample_entries
 from tflib.devices import default_device
-from tflib.experiments.results import Results, add_common_options, config_at_scale
+from tflib.experiments.results import (
+    Results,
+    add_common_options,
+    cli_overrides,
+    config_at_scale,
+    run_options,
+)
 from tflib.matrix import DeepMatrixFactorization, nuclear_norm_completion
 from tflib.metrics import effective_rank, normalized_reconstruction_error
 from tflib.train import History, fit
@@ -194,14 +200,13 @@ def run_command(args: argparse.Namespace) -> None:
     """``python -m tflib.experiments matrix``: run, write results.json and the figure."""
     from tflib.plots import completion_figure, singular_values_figure
 
-    overrides = {"seeds": tuple(args.seeds)} if args.seeds else {}
-    overrides |= {"max_steps": args.max_steps} if args.max_steps else {}
-    config = matrix_config(args.scale, incremental=args.incremental, **overrides)
+    config = matrix_config(
+        args.scale, incremental=args.incremental, **cli_overrides(args, "max_steps")
+    )
     out = Path(args.out) / ("incremental" if args.incremental else "completion")
     print(f"matrix experiment, scale {args.scale!r}, seeds {config.seeds}, writing to {out}")
-    dtype, progress = getattr(torch, args.dtype), not args.no_progress
-    result = run_matrix(config, device=args.device, dtype=dtype, out_dir=out, progress=progress)
-    if any(history.status == "interrupted" for history in result.runs.values()):
+    result = run_matrix(config, **run_options(args) | {"out_dir": out})
+    if result.interrupted:
         return print("interrupted: run the same command again to resume")
     for method, errors in result.final().items():
         print(f"{method}: median errors " + ", ".join(f"{e:.3g}" for e in np.median(errors, 1)))
@@ -213,8 +218,6 @@ def run_command(args: argparse.Namespace) -> None:
 def add_command(commands) -> None:
     """Add the ``matrix`` subcommand to the command line's subparsers."""
     command = commands.add_parser("matrix", help="deep matrix completion (Matrix chapter)")
-    add_common_options(command, SCALES, out="results/matrix")
+    add_common_options(command, SCALES, "results/matrix", run_command)
     command.add_argument("--incremental", action="store_true", help="singular values in training")
-    command.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
     command.add_argument("--max-steps", type=int, help="override the step budget of each run")
-    command.set_defaults(run=run_command)

@@ -30,7 +30,14 @@ from tflib.data import (
     random_labels,
 )
 from tflib.devices import default_device
-from tflib.experiments.results import Results, add_common_options, config_at_scale, in_shard
+from tflib.experiments.results import (
+    Results,
+    add_common_options,
+    cli_overrides,
+    config_at_scale,
+    in_shard,
+    run_options,
+)
 from tflib.network import CPNetwork
 from tflib.train import fit
 
@@ -227,23 +234,12 @@ def run_command(args: argparse.Namespace) -> None:
         result = NaturalResult.merge(NaturalResult.load(path) for path in args.merge)
         result.save(out / "results.json")
     else:
-        overrides = {"seeds": tuple(args.seeds)} if args.seeds else {}
-        if args.epochs is not None:
-            overrides["epochs"] = args.epochs
-        config = natural_config(args.scale, **overrides)
+        config = natural_config(args.scale, **cli_overrides(args, "epochs"))
         print(f"natural vs random, scale {args.scale!r}, {config.datasets}, writing to {out}")
-        result = run_natural(
-            config,
-            device=args.device,
-            dtype=getattr(torch, args.dtype),
-            out_dir=out,
-            progress=not args.no_progress,
-            shard=args.shard,
-            data_dir=args.data_dir,
-        )
-        if any(history.status == "interrupted" for history in result.runs.values()):
-            print("interrupted: run the same command again to resume")
-            return
+        options = run_options(args) | {"shard": args.shard, "data_dir": args.data_dir}
+        result = run_natural(config, **options)
+        if result.interrupted:
+            return print("interrupted: run the same command again to resume")
     if args.shard is not None:
         print(f"shard done; when all are, merge them: --merge {out}/results-shard*.json")
         return
@@ -254,8 +250,7 @@ def run_command(args: argparse.Namespace) -> None:
 def add_command(commands) -> None:
     """Add the ``natural`` subcommand to the command line's subparsers."""
     command = commands.add_parser("natural", help="natural vs random data (tensor rank)")
-    add_common_options(command, SCALES, out="results/natural")
-    command.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
+    add_common_options(command, SCALES, "results/natural", run_command)
     command.add_argument("--epochs", type=int, help="override the epochs of each run")
     command.add_argument("--data-dir", help="folder of the MNIST files (default $TFLIB_DATA)")
     command.add_argument(
@@ -264,4 +259,3 @@ def add_command(commands) -> None:
         help="run shard k/n only (k < n)",
     )
     command.add_argument("--merge", nargs="+", help="merge these shard results into --out")
-    command.set_defaults(run=run_command)

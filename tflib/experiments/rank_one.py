@@ -18,7 +18,13 @@ import torch
 from tflib.cp import CPFactorization
 from tflib.devices import default_device
 from tflib.experiments.dynamics import problem
-from tflib.experiments.results import Results, add_common_options, config_at_scale
+from tflib.experiments.results import (
+    Results,
+    add_common_options,
+    cli_overrides,
+    config_at_scale,
+    run_options,
+)
 from tflib.metrics import largest_component_norms, normalized_reconstruction_error
 from tflib.metrics import rank_one_distance as distance_to_rank_one
 from tflib.theory import leave_origin, rank_one_trajectory, trajectory_distances
@@ -136,12 +142,10 @@ def run_command(args: argparse.Namespace) -> None:
     """``python -m tflib.experiments rank-one``: run, write results.json and one figure a seed."""
     from tflib.plots import rank_one_figure
 
-    overrides = {"seeds": tuple(args.seeds)} if args.seeds else {}
-    config = rank_one_config(args.scale, target_rank=args.target_rank, **overrides)
+    config = rank_one_config(args.scale, **cli_overrides(args, "target_rank"))
     out = Path(args.out)
     print(f"rank-one experiment, scale {args.scale!r}, seeds {config.seeds}, writing to {out}")
-    dtype, progress = getattr(torch, args.dtype), not args.no_progress
-    result = run_rank_one(config, device=args.device, dtype=dtype, out_dir=out, progress=progress)
+    result = run_rank_one(config, **run_options(args))
     if len(result.runs) < 2 * len(config.seeds) * len(config.init_stds):
         return print("interrupted: run the same command again to resume")
     for seed in config.seeds:
@@ -153,7 +157,6 @@ def run_command(args: argparse.Namespace) -> None:
 def add_command(commands) -> None:
     """Add the ``rank-one`` subcommand to the command line's subparsers."""
     command = commands.add_parser("rank-one", help="rank-one trajectories (rank-one chapter)")
-    add_common_options(command, SCALES, out="results/rank_one")
-    command.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
+    add_common_options(command, SCALES, "results/rank_one", run_command)
     command.add_argument("--target-rank", type=int, default=1, help="2: no rank-one solution")
-    command.set_defaults(run=run_command, dtype="float64")
+    command.set_defaults(dtype="float64")

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
+
 from tflib.train import History
 
 
@@ -33,15 +35,34 @@ def config_at_scale(scales: dict[str, Any], scale: str, seed: int = 0, **overrid
     return dataclasses.replace(config, **overrides)
 
 
-def add_common_options(command: argparse.ArgumentParser, scales: dict, out: str) -> None:
-    """The options every experiment takes: scale, device, dtype, results folder, progress."""
+def add_common_options(command: argparse.ArgumentParser, scales: dict, out: str, run) -> None:
+    """The options every experiment takes (scale, seeds, device, dtype, results folder,
+    progress); the parsed options are passed to ``run``."""
     command.add_argument("--scale", choices=sorted(scales), default="book")
+    command.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
     command.add_argument(
         "--device", default=None, help="cpu, cuda, mps (default: the best available)"
     )
     command.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     command.add_argument("--out", default=out, help="results folder (resumes from it)")
     command.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    command.set_defaults(run=run)
+
+
+def cli_overrides(args: argparse.Namespace, *fields: str) -> dict[str, Any]:
+    """The config fields set on the command line: the seeds and the named ``fields``."""
+    given = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    return given | ({"seeds": tuple(args.seeds)} if args.seeds else {})
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of an experiment's run function, from the common options."""
+    return {
+        "device": args.device,
+        "dtype": getattr(torch, args.dtype),
+        "out_dir": Path(args.out),
+        "progress": not args.no_progress,
+    }
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -91,6 +112,11 @@ class Results:
         config = cls.config_type(**{k: _tuples(v) for k, v in data["config"].items()})
         runs = {_tuples(run["key"]): History.from_dict(run["history"]) for run in data["runs"]}
         return cls(config, runs)
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a run was stopped (Ctrl-C); calling the experiment again resumes it."""
+        return any(history.status == "interrupted" for history in self.runs.values())
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
