@@ -29,7 +29,13 @@ from tflib.experiments.dynamics import (
     problem,
     run_dynamics,
 )
-from tflib.experiments.results import add_common_options, config_at_scale, in_shard, write_json
+from tflib.experiments.results import (
+    add_common_options,
+    cli_overrides,
+    config_at_scale,
+    in_shard,
+    write_json,
+)
 from tflib.train import load_checkpoint
 
 #: A component counts as large once its norm exceeds this fraction of the target's norm.
@@ -77,7 +83,7 @@ def run_study(
             progress=False,
         )
         runs.update(part.runs)
-        if any(h.status == "interrupted" for h in part.runs.values()):
+        if part.interrupted:
             break
         done = [
             f"init {std:g} error {h['error'][-1]:.2g} in {h.steps[-1]:,} steps ({h.status})"
@@ -162,15 +168,15 @@ def draw_properties(config: DynamicsConfig, seed: int) -> dict[str, float]:
 
 def run_command(args: argparse.Namespace) -> None:
     """``python -m tflib.experiments dynamics-study``: run, then write the runs' final numbers."""
-    names = ("seeds", "init_stds", "max_steps", "n_observations", "optimizer", "lr", "init_draw")
-    overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    overrides |= {k: tuple(overrides[k]) for k in ("seeds", "init_stds") if k in overrides}
+    names = ("init_stds", "max_steps", "n_observations", "optimizer", "lr", "init_draw")
+    overrides = cli_overrides(args, *names)
+    if "init_stds" in overrides:
+        overrides["init_stds"] = tuple(overrides["init_stds"])
     config = config_at_scale(SCALES, args.scale, **overrides)
     dtype = getattr(torch, args.dtype)
     result = run_study(config, args.out, device=args.device, dtype=dtype, shard=args.shard)
-    if any(history.status == "interrupted" for history in result.runs.values()):
-        print("interrupted: run the same command again to resume")
-        return
+    if result.interrupted:
+        return print("interrupted: run the same command again to resume")
     records = run_records(result, args.out)
     for std, row in per_init_scale(records).items():
         print(
@@ -199,8 +205,7 @@ def add_command(commands) -> None:
     command = commands.add_parser(
         "dynamics-study", help="the dynamics experiment over many draws (the CP dynamics chapter)"
     )
-    add_common_options(command, SCALES, out="results/dynamics_study")
-    command.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
+    add_common_options(command, SCALES, "results/dynamics_study", run_command)
     command.add_argument("--init-stds", type=float, nargs="+", help="override the init scales")
     command.add_argument("--max-steps", type=int, help="override the step budget of each run")
     command.add_argument("--n-observations", type=int, help="override the observed entries")
@@ -210,4 +215,3 @@ def add_command(commands) -> None:
     command.add_argument("--shard", type=int, nargs=2, metavar=("K", "N"), help="every N-th seed")
     command.add_argument("--store", help="also store the summary in this JSON file, under --name")
     command.add_argument("--name", default="study", help="the summary's key in --store")
-    command.set_defaults(run=run_command)
