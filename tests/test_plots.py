@@ -32,6 +32,7 @@ from tflib.plots import (
     norms_side_by_side,
     plot_component_norms,
     plot_errors,
+    plot_final_errors,
     plot_images,
     plot_rank_errors,
     plot_scaling,
@@ -157,6 +158,21 @@ def test_dynamics_result_figure_draws_the_smallest_init_and_every_error_curve():
     assert [line.get_label() for line in right.get_lines()] == ["init 0.05", "init 0.005"]
     np.testing.assert_allclose(left.get_lines()[0].get_ydata(), synthetic_norms(STEPS)[:, 0])
     return figure
+
+
+@COMPARE
+def test_plot_final_errors_figure():
+    rng = np.random.default_rng(1)
+    errors = {
+        "init 0.05": 0.08 * np.exp(rng.normal(0, 0.2, 30)),
+        "init 0.01": np.r_[np.full(24, 0.014), [0.17, 0.34, 1.2, 1.9, 0.6, 0.09]],
+    }
+    ax = plot_final_errors(errors, threshold=0.05)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["init 0.05", "init 0.01"]
+    assert len(ax.collections) == 2 and ax.get_yscale() == "log"
+    medians = [line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == "-"]
+    np.testing.assert_allclose(medians, [np.median(v) for v in errors.values()])
+    return ax.figure
 
 
 # --- the rank-one chapter -------------------------------------------------------------------------

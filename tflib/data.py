@@ -33,6 +33,27 @@ def _generator(seed: int | None) -> torch.Generator:
     return generator
 
 
+def random_cp_factors(
+    shape: Sequence[int], rank: int, *, seed: int | None = None
+) -> list[torch.Tensor]:
+    r"""The factors :math:`W^n \in \mathbb{R}^{d_n \times R}` of a random CP tensor: i.i.d.
+    standard normal entries, drawn in float64 on the CPU (the draw :func:`random_cp_tensor` uses).
+
+    Explained in the CP dynamics chapter.
+
+    Returns
+    -------
+    list of N tensors of shape (d_n, rank)
+    """
+    shape = tuple(int(d) for d in shape)
+    if not shape or min(shape) < 1:
+        raise ValueError(f"shape must be a non-empty list of positive dimensions, got {shape}")
+    if rank < 1:
+        raise ValueError(f"rank must be positive, got {rank}")
+    generator = _generator(seed)
+    return [torch.randn(d, rank, generator=generator, dtype=torch.float64) for d in shape]
+
+
 def random_cp_tensor(
     shape: Sequence[int],
     rank: int,
@@ -55,14 +76,8 @@ def random_cp_tensor(
     -------
     tensor of shape ``shape``
     """
-    shape = tuple(int(d) for d in shape)
-    if not shape or min(shape) < 1:
-        raise ValueError(f"shape must be a non-empty list of positive dimensions, got {shape}")
-    if rank < 1:
-        raise ValueError(f"rank must be positive, got {rank}")
-    generator = _generator(seed)
-    factors = [torch.randn(d, rank, generator=generator, dtype=torch.float64) for d in shape]
-    return _scaled(cp_to_tensor(factors), fro_norm, device, dtype)
+    tensor = cp_to_tensor(random_cp_factors(shape, rank, seed=seed))
+    return _scaled(tensor, fro_norm, device, dtype)
 
 
 def _scaled(tensor: torch.Tensor, fro_norm: float | None, device, dtype) -> torch.Tensor:

@@ -276,6 +276,32 @@ def natural_result_figure(result) -> Figure:
 
 
 @styled
+def plot_final_errors(
+    errors: Mapping[str, Sequence[float]], threshold: float | None = None, ax: Axes | None = None
+) -> Axes:
+    """The final errors of many runs, one column of points per label (e.g. per init scale), each
+    with its median as a bar; ``threshold`` draws the line below which a run counts as completed.
+
+    Explained in the CP dynamics chapter.
+    """
+    ax = _axis(ax, size=(1.5 + 1.3 * len(errors), 3.5))
+    jitter = np.random.default_rng(0)  # a fixed spread of the points, the same at every call
+    for x, (color, values) in enumerate(zip(itertools.cycle(COLORS), errors.values())):
+        values = np.asarray(values, dtype=float)
+        ax.scatter(x + jitter.uniform(-0.2, 0.2, len(values)), values, s=14, color=color, alpha=0.7)
+        ax.plot([x - 0.3, x + 0.3], [np.median(values)] * 2, color="black", linewidth=1.4)
+    if threshold is not None:
+        ax.axhline(
+            threshold, color="gray", linestyle="--", linewidth=0.9, label="completion threshold"
+        )
+        ax.legend(loc="upper left")
+    ax.set_xticks(range(len(errors)), list(errors))
+    ax.set_yscale("log")
+    ax.set_ylabel("final reconstruction error")
+    return ax
+
+
+@styled
 def completion_figure(result) -> Figure:
     """Reconstruction error against the number of observed entries, one curve per method (depth
     or nuclear norm) of a :class:`~tflib.experiments.matrix.MatrixResult`: the median over seeds,

@@ -10,10 +10,10 @@ import argparse
 
 import matplotlib
 
-from tflib.experiments import dynamics, hierarchical, matrix, natural, rank_one
+from tflib.experiments import dynamics, dynamics_study, hierarchical, matrix, natural, rank_one
 
 #: The experiment modules, in the book's order.
-EXPERIMENTS = (matrix, dynamics, rank_one, natural, hierarchical)
+EXPERIMENTS = (matrix, dynamics, dynamics_study, rank_one, natural, hierarchical)
 
 
 def main(argv: list[str] | None = None) -> None:

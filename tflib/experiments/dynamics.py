@@ -46,6 +46,7 @@ class DynamicsConfig:
     track_every: int = 25
     n_tracked: int = 10
     seeds: tuple[int, ...] = (0,)
+    init_draw: int = 0  # k > 0 draws another initialization for the same target and observations
 
 
 #: "book" runs the paper's setting for one seed (about a minute on 2 CPU cores); "paper" repeats
@@ -85,6 +86,11 @@ class DynamicsResult(Results):
         }
 
 
+def checkpoint_path(out_dir: Path, seed: int, init_std: float) -> Path:
+    """Where :func:`run_dynamics` checkpoints the run of ``seed`` at ``init_std``."""
+    return Path(out_dir) / f"seed{seed}_init{init_std:g}.pt"
+
+
 def problem(config: DynamicsConfig, seed: int, device=None, dtype=torch.float32):
     """The target tensor, observed indices and observed values of one seed."""
     target = random_cp_tensor(
@@ -122,8 +128,9 @@ def run_dynamics(
             "error": lambda m, target=target: normalized_reconstruction_error(m.full(), target),
         }
         for std in config.init_stds:
+            init_seed = 1000 * seed + 2 + 10**9 * config.init_draw
             model = CPFactorization(
-                config.shape, config.rank, std, seed=1000 * seed + 2, device=device, dtype=dtype
+                config.shape, config.rank, std, seed=init_seed, device=device, dtype=dtype
             )
             history = fit(
                 model,
@@ -137,7 +144,7 @@ def run_dynamics(
                 track_every=config.track_every,
                 progress=progress,
                 description=f"seed {seed}, init {std:g}",
-                checkpoint=out_dir / f"seed{seed}_init{std:g}.pt" if out_dir else None,
+                checkpoint=checkpoint_path(out_dir, seed, std) if out_dir else None,
             )
             result.runs[(seed, std)] = history
             if history.status == "interrupted":
