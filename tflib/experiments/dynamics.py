@@ -91,11 +91,12 @@ def checkpoint_path(out_dir: Path, seed: int, init_std: float) -> Path:
     return Path(out_dir) / f"seed{seed}_init{init_std:g}.pt"
 
 
-def problem(config: DynamicsConfig, seed: int, device=None, dtype=torch.float32):
-    """The target tensor, observed indices and observed values of one seed."""
-    target = random_cp_tensor(
-        config.shape, config.target_rank, 1.0, seed=1000 * seed, device=device, dtype=dtype
-    )
+def problem(config: DynamicsConfig, seed: int, device=None, dtype=torch.float32, target=None):
+    """The target tensor (unless given: a random CP tensor of rank ``config.target_rank`` and
+    norm one), observed indices and observed values of one seed."""
+    if target is None:
+        options = {"seed": 1000 * seed, "device": device, "dtype": dtype}
+        target = random_cp_tensor(config.shape, config.target_rank, 1.0, **options)
     indices = sample_entries(
         config.shape, config.n_observations, seed=1000 * seed + 1, device=device
     )

@@ -15,8 +15,9 @@ from typing import ClassVar
 
 import torch
 
-from tflib.data import observe, random_hierarchical_tensor, sample_entries
+from tflib.data import random_hierarchical_tensor
 from tflib.devices import default_device
+from tflib.experiments import dynamics
 from tflib.experiments.results import (
     Results,
     add_common_options,
@@ -85,10 +86,7 @@ def problem(config: HierarchicalConfig, seed: int, device=None, dtype=torch.floa
     size, ranks = math.prod(config.shape) ** 0.5, config.target_ranks
     options = {"pool": config.target_pool, "seed": 1000 * seed, "device": device, "dtype": dtype}
     target = random_hierarchical_tensor(config.shape, ranks, size, **options)
-    indices = sample_entries(
-        config.shape, config.n_observations, seed=1000 * seed + 1, device=device
-    )
-    return target, indices, observe(target, indices)
+    return dynamics.problem(config, seed, device, dtype, target=target)
 
 
 def run_hierarchical(
