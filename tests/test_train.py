@@ -239,6 +239,68 @@ def test_fit_stops_at_loss_tol_with_status_converged():
     assert history.steps[-1] < 2000
 
 
+class ScriptedLoss(torch.nn.Module):
+    """A model whose loss at step t is ``losses[t]`` (its gradient is zero): the stopping rule
+    alone decides when training ends."""
+
+    def __init__(self, losses):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.losses, self.calls = losses, 0
+
+    def loss_and_gradients(self, indices, targets):
+        loss = torch.tensor(self.losses[self.calls])
+        self.calls += 1
+        return loss, [torch.zeros(1)]
+
+
+# evaluated every 2 steps: 0:1, 2:below, 4:above (resets), 6, 8, 10: below -> stops at 10
+DIP_AND_RETURN = [1.0, 1.0, 1e-9, 1.0, 1.0, 1e-9, 1e-9, 1.0, 1e-9, 1.0, 1e-9] + [1e-9] * 9
+
+
+def test_patience_stops_after_consecutive_evaluations_below_tolerance():
+    indices, targets = torch.zeros(1, 1, dtype=torch.long), torch.zeros(1)
+    history = fit(
+        ScriptedLoss(DIP_AND_RETURN),
+        indices,
+        targets,
+        steps=100,
+        loss_tol=1e-8,
+        patience=3,
+        track_every=2,
+        progress=False,
+    )
+    # the dip at step 2 does not count once step 4 is above; steps 6, 8, 10 are three in a row
+    # (the losses between evaluations, such as step 7's, are not looked at)
+    assert history.status == "converged"
+    assert history.steps[-1] == 10
+
+
+def test_without_patience_fit_stops_at_the_first_step_below_tolerance():
+    indices, targets = torch.zeros(1, 1, dtype=torch.long), torch.zeros(1)
+    history = fit(
+        ScriptedLoss(DIP_AND_RETURN), indices, targets, steps=100, loss_tol=1e-8, progress=False
+    )
+    assert (history.status, history.steps[-1]) == ("converged", 2)
+
+
+def test_patience_counts_on_across_a_resume(tmp_path):
+    indices, targets = torch.zeros(1, 1, dtype=torch.long), torch.zeros(1)
+    options = dict(loss_tol=1e-8, patience=3, track_every=2, progress=False)
+    path = tmp_path / "run.pt"
+    model = ScriptedLoss(DIP_AND_RETURN)
+    first = fit(model, indices, targets, steps=8, checkpoint=path, **options)
+    assert first.status == "budget"  # steps 6 and 8 below, two of three
+    model.calls = 8  # the resumed model continues the script where the first run stopped
+    resumed = fit(model, indices, targets, steps=100, checkpoint=path, **options)
+    assert (resumed.status, resumed.steps[-1]) == ("converged", 10)
+
+
+def test_patience_must_be_positive():
+    with pytest.raises(ValueError, match="patience"):
+        fit(model(), *problem(), steps=1, patience=0, progress=False)
+
+
 def test_fit_runs_the_budget_with_status_budget():
     indices, targets = problem()
     history = fit(model(), indices, targets, steps=12, lr=0.01, loss_tol=1e-30, progress=False)

@@ -185,6 +185,18 @@ def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
     return torch.from_numpy(order).to(device)
 
 
+def _evaluations_below(history: History, loss_tol: float, track_every: int) -> int:
+    """How many evaluations (records at multiples of ``track_every``) at the end of ``history``
+    had a loss below ``loss_tol`` in a row: the count a resumed run continues from."""
+    count = 0
+    for step, loss in zip(reversed(history.steps), reversed(history.loss)):
+        if step % track_every == 0:
+            if not loss < loss_tol:
+                break
+            count += 1
+    return count
+
+
 def loss_and_gradients(
     model: nn.Module, indices: torch.Tensor, targets: torch.Tensor
 ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
@@ -212,6 +224,7 @@ def fit(
     optimizer: str = "gd",
     lr: float = 1e-2,
     loss_tol: float = 0.0,
+    patience: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
     track: dict[str, Callable[[nn.Module], float | torch.Tensor]] | None = None,
@@ -234,7 +247,11 @@ def fit(
     steps : the step budget; a step is one update of the parameters
     optimizer : "gd", "adaptive_gd" (the paper's, :class:`AdaptiveStepGD`) or "adam"
     lr : learning rate
-    loss_tol : stop as soon as the loss is below this
+    loss_tol : the loss below which training stops (see ``patience``)
+    patience : None: stop at the first step whose loss is below ``loss_tol``. An integer k: the
+        research code's rule; the loss is evaluated every ``track_every`` steps and training stops
+        once it has been below ``loss_tol`` at k consecutive evaluations (with ``track_every=25``
+        and ``patience=50``, about 1,250 steps after it first falls below)
     batch_size : None for full-batch gradient descent; else each step uses the next
         ``batch_size`` observations of a random order that is drawn afresh every epoch (an epoch
         is ``ceil(M / batch_size)`` steps), and the recorded loss is that batch's
@@ -256,6 +273,8 @@ def fit(
     """
     if steps < 0 or track_every < 1 or checkpoint_every < 1:
         raise ValueError("steps must be >= 0, track_every and checkpoint_every >= 1")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be a positive number of evaluations or None, got {patience}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of observations, got {batch_size}")
     parameters = list(model.parameters())
@@ -307,6 +326,7 @@ def fit(
                 value.tolist() if isinstance(value, torch.Tensor) else float(value)
             )
 
+    below = _evaluations_below(history, loss_tol, track_every)
     bar = tqdm(total=steps, initial=step, disable=not progress, desc=description, leave=False)
     history.status = "running"
     with _interrupt_between_steps() as interrupt, contextlib.closing(bar):
@@ -321,12 +341,15 @@ def fit(
                     "The history up to this step is in the error's .history",
                     history,
                 )
-            finished = loss_value < loss_tol or step >= steps
-            if step % track_every == 0 or finished:
+            evaluated = step % track_every == 0
+            if evaluated and patience is not None:
+                below = below + 1 if loss_value < loss_tol else 0
+            converged = below >= patience if patience is not None else loss_value < loss_tol
+            if evaluated or converged or step >= steps:
                 record(loss_value)
                 bar.set_postfix(loss=f"{loss_value:.2e}", refresh=False)
-            if finished:
-                history.status = "converged" if loss_value < loss_tol else "budget"
+            if converged or step >= steps:
+                history.status = "converged" if converged else "budget"
                 break
             for parameter, gradient in zip(parameters, gradients):
                 parameter.grad = gradient

@@ -43,6 +43,7 @@ class DynamicsConfig:
     optimizer: str = "adaptive_gd"
     max_steps: int = 40_000
     loss_tol: float = 1e-8
+    patience: int | None = None  # 50: the research code's rule (see fit); None: first crossing
     track_every: int = 25
     n_tracked: int = 10
     seeds: tuple[int, ...] = (0,)
@@ -141,6 +142,7 @@ def run_dynamics(
                 optimizer=config.optimizer,
                 lr=config.lr,
                 loss_tol=config.loss_tol,
+                patience=config.patience,
                 track=track,
                 track_every=config.track_every,
                 progress=progress,

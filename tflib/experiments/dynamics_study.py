@@ -49,7 +49,7 @@ COMPLETED_BELOW = 0.05
 SCALES = {
     "book": DynamicsConfig(seeds=tuple(range(8)), init_stds=(1e-2,), track_every=250, n_tracked=20),
     "paper": DynamicsConfig(
-        seeds=tuple(range(30)), max_steps=100_000, track_every=250, n_tracked=20
+        seeds=tuple(range(30)), max_steps=200_000, n_tracked=20, patience=50
     ),
 }
 
