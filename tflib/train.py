@@ -274,7 +274,7 @@ def fit(
     if steps < 0 or track_every < 1 or checkpoint_every < 1:
         raise ValueError("steps must be >= 0, track_every and checkpoint_every >= 1")
     if patience is not None and patience < 1:
-        raise ValueError(f"patience must be a positive number of evaluations or None, got {patience}")
+        raise ValueError(f"patience must be a positive count of evaluations, got {patience}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of observations, got {batch_size}")
     parameters = list(model.parameters())

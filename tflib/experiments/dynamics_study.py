@@ -48,9 +48,7 @@ COMPLETED_BELOW = 0.05
 #: 250 steps (and at the last step); the final numbers come from the checkpoints.
 SCALES = {
     "book": DynamicsConfig(seeds=tuple(range(8)), init_stds=(1e-2,), track_every=250, n_tracked=20),
-    "paper": DynamicsConfig(
-        seeds=tuple(range(30)), max_steps=200_000, n_tracked=20, patience=50
-    ),
+    "paper": DynamicsConfig(seeds=tuple(range(30)), max_steps=200_000, n_tracked=20, patience=50),
 }
 
 
