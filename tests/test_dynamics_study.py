@@ -169,7 +169,8 @@ def test_draw_properties_match_a_brute_force_reading_of_the_draw(seed):
 
 def test_paper_scale_is_the_papers_setting_over_thirty_draws():
     config = SCALES["paper"]
-    assert len(config.seeds) == 30 and config.max_steps == 100_000
+    assert len(config.seeds) == 30 and config.max_steps == 200_000
+    assert (config.loss_tol, config.patience, config.track_every) == (1e-8, 50, 25)
     assert (config.shape, config.rank, config.n_observations) == ((10,) * 4, 1000, 2000)
 
 
