@@ -619,10 +619,15 @@ def test_factorization_rejects_an_unknown_method():
         CPFactorization((2, 3), RANK, 0.1, method="fast")
 
 
-@pytest.mark.parametrize("init_std", [-0.1, float("nan")])
+@pytest.mark.parametrize("init_std", [-0.1, float("nan"), float("inf")])
 def test_factorization_rejects_a_bad_init_std(init_std):
-    with pytest.raises(ValueError, match="init_std must be non-negative"):
+    with pytest.raises(ValueError, match="init_std must be a finite number >= 0"):
         CPFactorization((2, 3), RANK, init_std)
+
+
+def test_factorization_rejects_a_nan_init_mean():
+    with pytest.raises(ValueError, match="init_mean must be a finite number, got nan"):
+        CPFactorization((2, 3), RANK, 0.1, float("nan"))
 
 
 @pytest.mark.parametrize("rank", [0, -2])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tflib.devices import check_same_device, default_device
+from tflib.checks import check_same_device
+from tflib.devices import default_device
 
 
 def set_availability(monkeypatch, *, cuda: bool, mps: bool) -> None:

@@ -315,7 +315,7 @@ def test_random_hierarchical_tensor_rejects_bad_arguments():
         (((3,), 2, 0.1), "order >= 2"),
         (((3, 3, 3, 3), (2, 2, 2), 0.1), r"widths must be 2 positive numbers, one per pooling"),
         (((3, 3, 3, 3), (2, 0), 0.1), "widths must be 2 positive numbers"),
-        (((3, 3), 2, -1.0), "init_std must be non-negative"),
+        (((3, 3), 2, -1.0), "init_std must be a finite number >= 0"),
     ],
 )
 def test_model_rejects_bad_arguments(arguments, message):

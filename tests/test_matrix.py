@@ -96,12 +96,15 @@ def test_gradient_flows_to_every_factor():
         (((3, 4, 5), 2, 0.1), r"shape must be \(rows, columns\)"),
         (((3, 0), 2, 0.1), r"shape must be \(rows, columns\)"),
         (((3, 4), 0, 0.1), "depth must be at least 1"),
-        (((3, 4), 2, -0.1), "init_std must be non-negative"),
+        (((3, 4), 2, -0.1), "init_std must be a finite number >= 0"),
+        (((3, 4), 2, float("inf")), "init_std must be a finite number >= 0"),
+        (((3, 4), 2, 0.1, 0), "width must be a finite number >= 1, got 0"),
     ],
 )
 def test_bad_arguments_are_rejected(args, message):
+    *args, width = args if len(args) == 4 else (*args, None)
     with pytest.raises(ValueError, match=message):
-        DeepMatrixFactorization(*args)
+        DeepMatrixFactorization(*args, width=width)
 
 
 def test_out_of_range_indices_are_rejected_naming_the_mode():

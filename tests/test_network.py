@@ -239,3 +239,12 @@ def test_bad_indices_are_rejected(bad, error, message):
 def test_bad_shapes_and_ranks_are_rejected(shape, rank):
     with pytest.raises(ValueError, match="shape and ranks must be positive"):
         CPNetwork(shape, rank, 0.1)
+
+
+@pytest.mark.parametrize(
+    "init_std, init_mean, message",
+    [(float("inf"), 1.0, "init_std must be a finite"), (1e-3, float("nan"), "init_mean must be")],
+)
+def test_a_non_finite_initialization_is_rejected(init_std, init_mean, message):
+    with pytest.raises(ValueError, match=message):
+        CPNetwork((2, 2, 2), 3, init_std, init_mean)

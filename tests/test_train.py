@@ -386,12 +386,26 @@ def test_fit_rejects_an_unknown_optimizer(name):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"steps": -1}, {"steps": 5, "track_every": 0}, {"steps": 5, "checkpoint_every": 0}]
+    "kwargs, error, message",
+    [
+        ({"steps": -1}, ValueError, "steps must be a finite number >= 0"),
+        ({"steps": float("nan")}, TypeError, "steps must be an integer, got nan"),
+        ({"steps": 2.5}, TypeError, "steps must be an integer, got 2.5"),
+        ({"steps": 5, "track_every": 0}, ValueError, "track_every must be a finite number >= 1"),
+        ({"steps": 5, "checkpoint_every": 0}, ValueError, "checkpoint_every must be"),
+        ({"steps": 5, "lr": 0}, ValueError, "lr must be a finite number > 0, got 0"),
+        ({"steps": 5, "lr": float("nan")}, ValueError, "lr must be a finite number > 0"),
+        ({"steps": 5, "loss_tol": float("nan")}, ValueError, "loss_tol must be a finite number"),
+        ({"steps": 5, "batch_size": 0}, ValueError, "batch_size must be a finite number >= 1"),
+    ],
 )
-def test_fit_rejects_bad_step_counts(kwargs):
+def test_fit_rejects_bad_settings_before_any_step(kwargs, error, message):
     indices, targets = problem()
-    with pytest.raises(ValueError, match="steps must be >= 0"):
-        fit(model(), indices, targets, progress=False, **kwargs)
+    trained = model()
+    before = [p.detach().clone() for p in trained.parameters()]
+    with pytest.raises(error, match=message):
+        fit(trained, indices, targets, progress=False, **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(before, trained.parameters()))
 
 
 def test_fit_rejects_targets_on_another_device_than_indices():
@@ -665,11 +679,31 @@ def test_resuming_a_mini_batch_run_gives_the_uninterrupted_result(tmp_path, sigi
     assert same_parameters(resumed, straight)
 
 
-@pytest.mark.parametrize("batch_size", [0, -3])
-def test_fit_rejects_a_bad_batch_size(batch_size):
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"targets": "other"}, "data"),
+        ({"optimizer": "adam"}, "optimizer: 'gd' there, 'adam' now"),
+        ({"lr": 0.5}, "lr: 0.01 there, 0.5 now"),
+        ({"patience": 3}, "patience: None there, 3 now"),
+    ],
+)
+def test_a_checkpoint_made_with_other_data_or_settings_is_refused(tmp_path, change, named):
     indices, targets = problem()
-    with pytest.raises(ValueError, match="batch_size must be a positive number"):
-        fit(model(), indices, targets, steps=1, batch_size=batch_size, progress=False)
+    path = tmp_path / "run.pt"
+    fit(model(), indices, targets, steps=3, lr=0.01, checkpoint=path, progress=False)
+    saved = path.read_bytes()
+    options = {"steps": 6, "lr": 0.01, "checkpoint": path, "progress": False} | change
+    if options.pop("targets", None):
+        targets = targets + 1
+    with pytest.raises(ValueError, match=f"made with other settings.*{re.escape(named)}"):
+        fit(model(), indices, targets, **options)
+    assert path.read_bytes() == saved  # refused before it was touched
+
+
+def test_a_checkpoint_path_that_is_a_folder_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="is a folder; give the path of a file"):
+        fit(model(), *problem(), steps=1, checkpoint=tmp_path, progress=False)
 
 
 def test_a_batch_larger_than_the_data_is_full_batch_descent():

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tflib.devices import check_same_device
+from tflib.checks import check_indices, check_number, check_same_device
 
 #: Largest tensor (number of entries) that :func:`cp_entries` builds in full when asked for "auto".
 DENSE_MAX_ENTRIES = 2**22
@@ -62,32 +62,6 @@ def check_factors(factors: Sequence[torch.Tensor]) -> tuple[int, ...]:
     if len(dtypes) > 1:
         raise TypeError(f"factors have different dtypes {sorted(map(str, dtypes))}; use one")
     return tuple(f.shape[0] for f in factors)
-
-
-def check_indices(indices: torch.Tensor, shape: Sequence[int]) -> None:
-    """Validate an ``(M, N)`` integer tensor of indices into a tensor of the given shape."""
-    if not isinstance(indices, torch.Tensor):
-        raise TypeError(f"indices must be a torch.Tensor of shape (M, N), got {type(indices)}")
-    if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
-        raise TypeError(f"indices must have an integer dtype, got {indices.dtype}")
-    if indices.ndim != 2:
-        raise ValueError(f"indices must have shape (M, N), got shape {tuple(indices.shape)}")
-    if indices.shape[1] != len(shape):
-        raise ValueError(
-            f"indices has {indices.shape[1]} columns but the tensor has order {len(shape)}"
-        )
-    if indices.shape[0] == 0:
-        return
-    low, high = indices.amin(dim=0), indices.amax(dim=0)
-    dims = torch.tensor(shape, device=indices.device)
-    bad = ((low < 0) | (high >= dims)).nonzero()
-    if len(bad):
-        n = int(bad[0])
-        lo, hi, d = int(low[n]), int(high[n]), shape[n]
-        raise IndexError(
-            f"indices out of range in mode {n}: values span [{lo}, {hi}] "
-            f"but the mode has dimension {d} (valid: 0 to {d - 1})"
-        )
 
 
 def khatri_rao(matrices: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -338,10 +312,8 @@ class CPFactorization(nn.Module):
             raise ValueError(f"shape must be a non-empty list of positive dimensions, got {shape}")
         if rank < 1:
             raise ValueError(f"rank must be a positive number of components, got {rank}")
-        if not init_std >= 0:
-            raise ValueError(
-                f"init_std must be non-negative (it is a standard deviation), got {init_std}"
-            )
+        check_number("init_std", init_std, low=0)
+        check_number("init_mean", init_mean)
         check_method(method)
         self.shape, self.rank, self.method = shape, int(rank), method
         self._checked_indices: tuple[torch.Tensor, int, torch.Tensor] | None = None

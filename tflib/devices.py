@@ -1,4 +1,4 @@
-"""Where computations run: the best available device, and checks that tensors share one."""
+"""Where computations run: the best available device."""
 
 from __future__ import annotations
 
@@ -16,16 +16,3 @@ def default_device() -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def check_same_device(**tensors: torch.Tensor) -> None:
-    """Raise a ``ValueError`` naming the tensors if they do not all live on one device."""
-    for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    devices = {name: t.device for name, t in tensors.items()}
-    if len(set(devices.values())) > 1:
-        listing = ", ".join(f"{name} on {device}" for name, device in devices.items())
-        raise ValueError(
-            f"tensors are on different devices ({listing}); move them to one with .to(device)"
-        )

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tflib.cp import check_indices, check_method, flat_indices, khatri_rao, uses_dense_path
-from tflib.devices import check_same_device
+from tflib.checks import check_indices, check_number, check_same_device
+from tflib.cp import check_method, flat_indices, khatri_rao, uses_dense_path
 
 
 def mode_tree(order: int, pool: int = 2) -> list[list[tuple[int, ...]]]:
@@ -88,8 +88,7 @@ class HierarchicalFactorization(nn.Module):
                 f"widths must be {depth} positive numbers, one per pooling level of the mode tree "
                 f"{self.tree[1:]}, got {widths}"
             )
-        if not init_std >= 0:
-            raise ValueError(f"init_std must be non-negative, got {init_std}")
+        check_number("init_std", init_std, low=0)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
         def draw(*size: int) -> nn.Parameter:

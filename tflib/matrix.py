@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tflib.cp import check_indices
-from tflib.devices import check_same_device
+from tflib.checks import check_indices, check_number, check_same_device
 
 
 class DeepMatrixFactorization(nn.Module):
@@ -50,10 +49,10 @@ class DeepMatrixFactorization(nn.Module):
             raise ValueError(f"shape must be (rows, columns) with positive sizes, got {shape}")
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
-        if not init_std >= 0:
-            raise ValueError(f"init_std must be non-negative, got {init_std}")
+        check_number("init_std", init_std, low=0)
         rows, columns = (int(d) for d in shape)
-        width = min(rows, columns) if width is None else int(width)
+        width = min(rows, columns) if width is None else width
+        check_number("width", width, low=1, integer=True)
         self.shape = (rows, columns)
         dims = [columns] + [width] * (depth - 1) + [rows]
         generator = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tflib.cp import check_indices, component_norms, cp_to_tensor
+from tflib.checks import check_indices, check_number
+from tflib.cp import component_norms, cp_to_tensor
 
 
 def _log_table(weight: torch.Tensor) -> torch.Tensor:
@@ -186,8 +187,8 @@ class CPNetwork(nn.Module):
         self.ranks = (int(rank),) if isinstance(rank, int) else tuple(int(r) for r in rank)
         if not self.shape or min(self.shape) < 1 or not self.ranks or min(self.ranks) < 1:
             raise ValueError(f"shape and ranks must be positive, got {self.shape} and {rank}")
-        if not init_std >= 0:
-            raise ValueError(f"init_std must be non-negative, got {init_std}")
+        check_number("init_std", init_std, low=0)
+        check_number("init_mean", init_mean)
         self.grouped = not isinstance(rank, int)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         draw = torch.randn(

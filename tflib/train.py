@@ -12,6 +12,7 @@ Explained in the CP dynamics chapter.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import pickle
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tflib.devices import check_same_device
+from tflib.checks import check_number, check_same_device
 
 
 class DivergenceError(RuntimeError):
@@ -134,11 +135,42 @@ def _check_targets(targets: torch.Tensor, indices: torch.Tensor) -> None:
 
 
 def _save(path: Path, payload: dict) -> None:
-    """Write a checkpoint atomically, so an interruption never leaves a broken file."""
+    """Write a checkpoint atomically, so an interruption never leaves a broken file; the partial
+    file is named for this process, so two writers never share one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     torch.save(payload, partial)
     os.replace(partial, path)
+
+
+def digest(*tensors: torch.Tensor) -> str:
+    """A short fingerprint of the values, shapes and dtypes of tensors (SHA-256, 16 hex digits)."""
+    hasher = hashlib.sha256()
+    for t in tensors:
+        hasher.update(f"{tuple(t.shape)} {t.dtype};".encode())
+        hasher.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return hasher.hexdigest()[:16]
+
+
+def check_settings(what: str, stored: dict | None, expected: dict) -> None:
+    """Refuse to resume ``what`` (a checkpoint or a results folder) that other settings made:
+    a ``ValueError`` names each differing setting, its stored value and the new one."""
+    if stored == expected:
+        return
+    if stored is None:
+        raise ValueError(
+            f"{what} carries no record of the settings that made it (an older tflib?); "
+            "delete it, or write to another place"
+        )
+    changed = [
+        f"{name}: {stored.get(name)!r} there, {expected.get(name)!r} now"
+        for name in sorted({*stored, *expected}, key=str)
+        if stored.get(name) != expected.get(name)
+    ]
+    raise ValueError(
+        f"{what} was made with other settings ({'; '.join(changed)}); resuming it would mix "
+        "two experiments: write to another place, or discard it (--force at the command line)"
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -271,12 +303,14 @@ def fit(
     ------
     DivergenceError : the loss became NaN or infinite; it names the step and carries the history.
     """
-    if steps < 0 or track_every < 1 or checkpoint_every < 1:
-        raise ValueError("steps must be >= 0, track_every and checkpoint_every >= 1")
-    if patience is not None and patience < 1:
-        raise ValueError(f"patience must be a positive count of evaluations, got {patience}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be a positive number of observations, got {batch_size}")
+    check_number("steps", steps, low=0, integer=True)
+    check_number("lr", lr, low=0, strict=True)
+    check_number("loss_tol", loss_tol, low=0)
+    for name, value in [("track_every", track_every), ("checkpoint_every", checkpoint_every)]:
+        check_number(name, value, low=1, integer=True)
+    for name, value in [("patience", patience), ("batch_size", batch_size)]:
+        if value is not None:
+            check_number(name, value, low=1, integer=True)
     parameters = list(model.parameters())
     check_same_device(model=parameters[0], indices=indices, targets=targets)
     _check_targets(targets, indices)
@@ -300,13 +334,29 @@ def fit(
         rows = order[epoch][k * batch_size : (k + 1) * batch_size]
         return indices.index_select(0, rows), targets.index_select(0, rows)
 
+    settings = {
+        "data": digest(indices, targets),
+        "optimizer": optimizer,
+        "lr": lr,
+        "loss_tol": loss_tol,
+        "patience": patience,
+        "batch_size": batch_size,
+        "seed": seed,
+        "track_every": track_every,
+        "track": sorted(track),
+    }
+
     def save() -> None:
         if checkpoint is not None:
             payload = {"model": model.state_dict(), "optimizer": opt.state_dict()}
-            _save(checkpoint, {**payload, "history": history.to_dict(), "step": step})
+            state = {"history": history.to_dict(), "step": step, "settings": settings}
+            _save(checkpoint, payload | state)
 
+    if checkpoint is not None and checkpoint.is_dir():
+        raise ValueError(f"checkpoint {checkpoint} is a folder; give the path of a file in it")
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint)
+        check_settings(f"checkpoint {checkpoint}", state.get("settings"), settings)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history, step = History.from_dict(state["history"]), state["step"]
