@@ -79,7 +79,7 @@ def regenerate_stored_numbers(result: DynamicsResult) -> None:
 
 
 def final_factors(out_dir: Path, std: float) -> list[torch.Tensor]:
-    state = torch.load(out_dir / f"seed0_init{std:g}.pt", weights_only=False)["model"]
+    state = torch.load(out_dir / f"seed0_init{std:g}.pt", weights_only=True)["model"]
     return [state[f"factors.{n}"] for n in range(len(TINY["shape"]))]
 
 
@@ -170,7 +170,7 @@ def test_tiny_dynamics_matches_the_stored_numbers(tiny):
 def test_dynamics_result_load_of_a_corrupt_file_names_it(tmp_path):
     path = tmp_path / "results.json"
     path.write_text("{not json")
-    with pytest.raises(RuntimeError, match=f"cannot read DynamicsResult from {path}"):
+    with pytest.raises(ValueError, match=f"cannot read DynamicsResult from {path}.*--force"):
         DynamicsResult.load(path)
 
 
@@ -208,7 +208,7 @@ def test_norm_law_check_detects_a_wrong_prediction():
 def test_cli_writes_results_and_figure(tmp_path, capsys):
     out = tmp_path / "out"
     main(["dynamics", "--out", str(out), "--max-steps", "20", "--no-progress", "--seeds", "0"])
-    assert (out / "dynamics.png").stat().st_size > 0
+    assert (out / "figure-seed0.png").stat().st_size > 0
     result = DynamicsResult.load(out / "results.json")
     assert result.config.max_steps == 20 and result.config.seeds == (0,)
     assert len(result.runs) == 3

@@ -410,5 +410,5 @@ def test_cli_runs_the_hierarchical_experiment(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setitem(hierarchical.SCALES, "book", hierarchical_config(**TINY))
     main(["hierarchical", "--out", str(tmp_path), "--no-progress", "--seeds", "1"])
-    assert (tmp_path / "seed1.png").stat().st_size > 0
+    assert (tmp_path / "figure-seed1.png").stat().st_size > 0
     assert "seed 1: final error" in capsys.readouterr().out

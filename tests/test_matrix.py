@@ -265,16 +265,14 @@ def tiny(tmp_path_factory):
 
 def test_run_matrix_runs_every_depth_and_the_baseline_for_every_number_of_observations(tiny):
     result, _ = tiny
-    assert sorted(result.runs, key=str) == sorted(
-        [(0, n, d, 1e-2) for n in (14, 20) for d in (1, 2)]
-        + [(0, n, "nuclear norm", None) for n in (14, 20)],
-        key=str,
-    )
-    for (_, _, depth, _), history in result.runs.items():
-        steps = [0] if depth == "nuclear norm" else list(range(0, 301, 50))
-        assert history.steps == steps
-        assert history["singular_values"].shape == (len(steps), 3)
-        assert history["effective_rank"].shape == history["error"].shape == (len(steps),)
+    assert sorted(result.runs) == [(0, n, d, 1e-2) for n in (14, 20) for d in (1, 2)]
+    assert sorted(result.baselines) == [(0, 14), (0, 20)]
+    for history in result.runs.values():
+        assert history.steps == list(range(0, 301, 50))
+        assert history["singular_values"].shape == (7, 3)
+        assert history["effective_rank"].shape == history["error"].shape == (7,)
+    for baseline in result.baselines.values():
+        assert len(baseline["singular_values"]) == 3 and baseline["error"] < 1
 
 
 def test_run_matrix_records_the_error_and_singular_values_of_the_final_factors(tiny):
@@ -308,7 +306,7 @@ def test_final_gives_one_row_per_number_of_observations_and_one_column_per_seed(
     assert list(finals) == ["depth 1", "depth 2", "nuclear norm"]
     assert all(errors.shape == (2, 1) for errors in finals.values())
     assert finals["depth 2"][1, 0] == result.history(20, 2)["error"][-1]
-    assert finals["nuclear norm"][0, 0] == result.history(14, "nuclear norm")["error"][0]
+    assert finals["nuclear norm"][0, 0] == result.baselines[(0, 14)]["error"]
 
 
 def test_matrix_results_round_trip_through_json_keys_with_strings_and_none(tiny):
@@ -362,10 +360,10 @@ def test_norms_versus_rank_starts_balanced_with_a_positive_determinant_and_keeps
 
 def test_cli_writes_results_and_figure(tmp_path, capsys):
     main(["matrix", "--out", str(tmp_path), "--max-steps", "20", "--no-progress", "--seeds", "0"])
-    result = MatrixResult.load(tmp_path / "completion" / "results.json")
+    result = MatrixResult.load(tmp_path / "results.json")
     assert result.config.max_steps == 20 and result.config.seeds == (0,)
-    assert len(result.runs) == 3 * 4  # three numbers of observations, three depths and baseline
-    assert (tmp_path / "completion" / "figure.png").stat().st_size > 0
+    assert len(result.runs) == 3 * 3 and len(result.baselines) == 3  # three sizes, three depths
+    assert (tmp_path / "figure.png").stat().st_size > 0
     assert "nuclear norm: median errors" in capsys.readouterr().out
 
 

@@ -292,35 +292,39 @@ def write_fake_mnist(folder, n_train=30, n_test=12):
 def test_cli_runs_the_book_scale_and_draws_the_figure(tmp_path, capsys):
     out = tmp_path / "out"
     main(["natural", "--out", str(out), "--epochs", "1", "--seeds", "0", "--no-progress"])
-    assert (out / "natural.png").stat().st_size > 0
+    assert (out / "figure.png").stat().st_size > 0
     result = NaturalResult.load(out / "results.json")
     assert result.config.epochs == 1 and result.config.datasets == ("digits",)
     assert len(result.runs) == 3
     assert "figure in" in capsys.readouterr().out
 
 
-def test_cli_paper_scale_in_shards_then_merged(tmp_path, capsys):
-    write_fake_mnist(tmp_path)
+def test_cli_in_shards_then_merged_equals_one_run(tmp_path, capsys):
     out = tmp_path / "out"
-    common = ["natural", "--scale", "paper", "--out", str(out), "--epochs", "2", "--seeds", "0"]
-    common += ["--data-dir", str(tmp_path)]
+    common = ["natural", "--out", str(out), "--epochs", "2", "--seeds", "0", "--no-progress"]
     for k in range(3):
-        main([*common, "--no-progress", "--shard", f"{k}/3"])
-    assert "merge them" in capsys.readouterr().out
-    shards = sorted(str(p) for p in out.glob("results-shard*.json"))
-    assert len(shards) == 3
-    main(["natural", "--out", str(out), "--merge", *shards])
+        main([*common, "--shard", f"{k}/3"])
+        assert "the same command with --merge" in capsys.readouterr().out
+    assert not (out / "results.json").exists() and not (out / "figure.png").exists()
+    main([*common, "--merge"])
     merged = NaturalResult.load(out / "results.json")
-    assert merged.config == natural_config("paper", epochs=2, seeds=(0,))
-    assert sorted(merged.runs) == sorted(
-        (d, v, 0) for d in ("mnist", "fashion_mnist") for v in merged.config.variants
-    )
-    for history in merged.runs.values():
-        assert history.steps == [0, 2] and history["train"].shape == (2, 15)
-    assert (out / "natural.png").stat().st_size > 0
+    assert merged.config == natural_config("book", epochs=2, seeds=(0,))
+    assert sorted(merged.runs) == sorted(("digits", v, 0) for v in merged.config.variants)
+    assert (out / "figure.png").stat().st_size > 0
     whole = tmp_path / "whole"
-    main([*common[:4], str(whole), *common[5:], "--no-progress"])  # the same, not in shards
+    main(["natural", "--out", str(whole), "--epochs", "2", "--seeds", "0", "--no-progress"])
     assert NaturalResult.load(whole / "results.json") == merged, "shards merged equal one run"
+
+
+def test_paper_scale_on_fake_mnist_files_is_refused_before_any_work(tmp_path, capsys):
+    write_fake_mnist(tmp_path)  # 30 well-formed images are not MNIST's 60,000
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stopped:
+        main(["natural", "--scale", "paper", "--out", str(out), "--data-dir", str(tmp_path)])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "60,000 images of 28 x 28" in error
+    assert not out.exists()
 
 
 def test_cli_rejects_a_malformed_shard(tmp_path):
@@ -331,12 +335,13 @@ def test_cli_rejects_a_malformed_shard(tmp_path):
 def test_paper_scale_without_the_files_says_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "MIRRORS", {name: ["http://127.0.0.1:9/"] for name in data.MIRRORS})
     config = natural_config("paper", epochs=1, seeds=(0,))
-    with pytest.raises(FileNotFoundError, match="TFLIB_DATA"):
+    with pytest.raises(ValueError, match="TFLIB_DATA"):
         run_natural(config, device="cpu", progress=False, data_dir=tmp_path)
 
 
-def test_binarized_mnist_like_images_become_order_784_tasks(tmp_path):
+def test_binarized_mnist_like_images_become_order_784_tasks(tmp_path, monkeypatch):
     write_fake_mnist(tmp_path)
+    monkeypatch.setattr(data, "MNIST_SIZES", {"train": 30, "test": 12})
     config = natural_config("paper")
     (train_x, train_y), (test_x, _) = load_task("mnist", config, data_dir=tmp_path)
     assert train_x.shape == (30, 28, 28) and test_x.shape == (12, 28, 28)

@@ -187,8 +187,10 @@ def test_read_idx_rejects_a_damaged_gzip_file(tmp_path):
 
 @pytest.fixture
 def offline(monkeypatch):
-    """Mirrors that refuse at once (nothing listens on port 9 here): no test uses the network."""
+    """Mirrors that refuse at once (nothing listens on port 9 here): no test uses the network.
+    The test files hold 5 images, so the loader expects 5 (not MNIST's 60,000 and 10,000)."""
     monkeypatch.setattr(data, "MIRRORS", {name: ["http://127.0.0.1:9/"] for name in data.MIRRORS})
+    monkeypatch.setattr(data, "MNIST_SIZES", {"train": len(LABELS), "test": len(LABELS)})
 
 
 def write_split(folder, split, images, labels, gzipped=False, name="mnist"):
@@ -242,8 +244,40 @@ def test_mnist_and_fashion_mnist_share_a_data_dir_in_their_own_subfolders(tmp_pa
 
 def test_load_mnist_rejects_images_and_labels_of_different_counts(tmp_path, offline):
     write_split(tmp_path, "test", IMAGES, LABELS[:4])
-    with pytest.raises(ValueError, match=r"images of shape \(5, 28, 28\) do not match labels"):
+    with pytest.raises(
+        ValueError, match=r"images of shape \(5, 28, 28\) and labels of shape \(4,\)"
+    ):
         load_mnist("mnist", "test", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_load_mnist_rejects_plain_files_without_the_real_number_of_images(
+    tmp_path, offline, monkeypatch, split
+):
+    # 5 well-formed images of 28 x 28 are not MNIST: the real sizes are expected
+    monkeypatch.setattr(data, "MNIST_SIZES", {"train": 60_000, "test": 10_000})
+    write_split(tmp_path, split, IMAGES, LABELS)
+    expected = f"{data.MNIST_SIZES[split]:,} images of 28 x 28"
+    with pytest.raises(ValueError, match=f"the {split} set has {expected}.*not the real ones"):
+        load_mnist("mnist", split, data_dir=tmp_path)
+
+
+def test_load_mnist_rejects_images_of_another_size(tmp_path, offline):
+    write_split(tmp_path, "test", IMAGES[:, :27, :27].contiguous(), LABELS)
+    with pytest.raises(ValueError, match=r"images of shape \(5, 27, 27\)"):
+        load_mnist("mnist", "test", data_dir=tmp_path)
+
+
+def test_load_mnist_rejects_labels_that_are_not_digits(tmp_path, offline):
+    write_split(tmp_path, "test", IMAGES, torch.tensor([0, 1, 12, 3, 4], dtype=torch.uint8))
+    with pytest.raises(ValueError, match="a label is 12, not a class 0 to 9"):
+        load_mnist("mnist", "test", data_dir=tmp_path)
+
+
+def test_a_failed_load_creates_no_folder(tmp_path, offline):
+    with pytest.raises(FileNotFoundError):
+        load_mnist("mnist", "test", data_dir=tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_load_mnist_offline_says_which_files_to_put_where(tmp_path, offline):
@@ -265,7 +299,7 @@ def test_load_mnist_rejects_an_unknown_data_set_or_split(name, split):
 
 
 @pytest.fixture
-def mirror(tmp_path, monkeypatch):
+def mirror(tmp_path, offline, monkeypatch):
     """A local HTTP server holding gzipped test files under the MNIST names (their checksums
     registered), behind a first mirror that refuses: a download that falls back to the second."""
     served = tmp_path / "served"
@@ -275,7 +309,7 @@ def mirror(tmp_path, monkeypatch):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
-    monkeypatch.setitem(data.MIRRORS, "mnist", ["http://127.0.0.1:9/", url])
+    monkeypatch.setitem(data.MIRRORS, "mnist", ["http://127.0.0.1:9/", url])  # after offline
     sums = {
         part: (name, hashlib.sha256((served / "mnist" / name).read_bytes()).hexdigest())
         for part, (name, _) in data.IDX_FILES["mnist"].items()

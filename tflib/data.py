@@ -291,6 +291,8 @@ IDX_FILES = {
         ),
     },
 }
+#: The number of images of each part, the same for both data sets.
+MNIST_SIZES = {"train": 60_000, "test": 10_000}
 #: Public mirrors the files are downloaded from, in order, when they are missing.
 MIRRORS = {
     "mnist": [
@@ -339,10 +341,12 @@ def _idx_path(name: str, part: str, data_dir: Path) -> Path:
     path, errors = data_dir / filename, []
     for mirror in [] if path.exists() else MIRRORS[name]:
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
             with urllib.request.urlopen(mirror + filename, timeout=30) as response:
-                path.with_suffix(".partial").write_bytes(response.read())
-            os.replace(path.with_suffix(".partial"), path)
+                downloaded = response.read()
+            data_dir.mkdir(parents=True, exist_ok=True)  # only once there is a file to keep
+            partial = path.with_name(f"{filename}.{os.getpid()}.partial")
+            partial.write_bytes(downloaded)
+            os.replace(partial, path)
             break
         except OSError as error:
             errors.append(f"{mirror}: {error}")
@@ -387,9 +391,13 @@ def load_mnist(
     data_dir = Path(data_dir or os.environ.get("TFLIB_DATA", "data")) / name  # same file names
     images = read_idx(_idx_path(name, f"{split}_images", data_dir))
     labels = read_idx(_idx_path(name, f"{split}_labels", data_dir))
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+    expected = (MNIST_SIZES[split], 28, 28)
+    if tuple(images.shape) != expected or tuple(labels.shape) != expected[:1]:
         raise ValueError(
-            f"{name} {split}: images of shape {tuple(images.shape)} do not match labels of shape "
-            f"{tuple(labels.shape)}; the files are mixed up or corrupt"
+            f"{name} {split}: images of shape {tuple(images.shape)} and labels of shape "
+            f"{tuple(labels.shape)}, but the {split} set has {expected[0]:,} images of 28 x 28 "
+            "and as many labels; the files are mixed up, cut short or not the real ones"
         )
+    if labels.max() > 9:
+        raise ValueError(f"{name} {split}: a label is {int(labels.max())}, not a class 0 to 9")
     return images.to(torch.float32) / 255, labels.to(torch.int64)

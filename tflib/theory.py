@@ -15,8 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from tflib.cp import CPFactorization, check_factors, component_norms, khatri_rao
-from tflib.train import History, fit
+from tflib.cp import check_factors, component_norms, khatri_rao
 
 
 def component_inner_products(factors: Sequence[torch.Tensor], tensor: torch.Tensor) -> torch.Tensor:
@@ -78,48 +77,6 @@ def mse_tensor_gradient(
     return torch.zeros_like(tensor).index_put(
         positions, 2 * residual / len(targets), accumulate=True
     )
-
-
-def leave_origin(
-    model: CPFactorization,
-    indices: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    fraction: float = 0.1,
-    max_steps: int,
-    **fit_options,
-) -> History:
-    r"""Gradient descent (by :func:`~tflib.train.fit`) until the loss first falls below
-    :math:`(1 - \text{fraction})\, \mathcal{L}(0)`: the moment the end tensor leaves the origin.
-
-    Stopping two trajectories there aligns them in time, step by step, from then on.
-
-    Explained in the rank-one convergence chapter.
-    """
-    threshold = (1 - fraction) * float(targets.square().mean())
-    history = fit(model, indices, targets, steps=max_steps, loss_tol=threshold, **fit_options)
-    if history.status not in ("converged", "interrupted"):
-        raise RuntimeError(
-            f"the loss stayed above {threshold:.3g} for {max_steps} steps: raise max_steps or the "
-            "step size, or start from a larger initialization"
-        )
-    return history
-
-
-def rank_one_trajectory(
-    model: CPFactorization, indices: torch.Tensor, targets: torch.Tensor, **fit_options
-) -> History:
-    r"""The rank-one trajectory :math:`\overline{\mathcal{W}}(t)` through the largest component of
-    ``model``: gradient descent (:func:`~tflib.train.fit`, ``fit_options`` passed on) over a
-    one-component factorization started from it, tracking the end tensor as "tensor".
-
-    Explained in the rank-one convergence chapter.
-    """
-    largest = int(model.component_norms().argmax())
-    single = CPFactorization(model.shape, 1, 0.0, device=model.device, dtype=model.factors[0].dtype)
-    single.set_factors([f.detach()[:, largest : largest + 1] for f in model.factors])
-    track = {"tensor": lambda m: m.full().flatten()}
-    return fit(single, indices, targets, track=track, progress=False, **fit_options)
 
 
 def trajectory_distances(tensors: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -3,31 +3,40 @@
 A random rank-5 tensor of order 4 is observed at 2,000 of its 10,000 entries and fit by a CP
 factorization with R = 1,000 components, from three initialization scales. Tracked: the largest
 component norms and the reconstruction error over the whole tensor (the paper's dynamics figure).
+Recorded at the end of each run: how large the fit is and how many large components it has.
 
 Explained in the CP dynamics chapter.
 """
 
 from __future__ import annotations
 
-import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 
-from tflib.cp import CPFactorization
+from tflib.cp import CPFactorization, component_norms, cp_to_tensor
 from tflib.data import observe, random_cp_tensor, sample_entries
-from tflib.devices import default_device
+from tflib.experiments.cli import Command, finals
 from tflib.experiments.results import (
+    INIT,
+    OBSERVATIONS,
+    TARGET,
     Results,
-    add_common_options,
-    cli_overrides,
+    check_config,
     config_at_scale,
-    run_options,
+    fit_options,
+    resolve_device,
+    run_keys,
+    seed_for,
 )
 from tflib.metrics import largest_component_norms, normalized_reconstruction_error
 from tflib.train import History, fit
+
+#: A component counts as large once its norm exceeds this fraction of the target's norm.
+LARGE = 0.02
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,14 @@ class DynamicsConfig:
     seeds: tuple[int, ...] = (0,)
     init_draw: int = 0  # k > 0 draws another initialization for the same target and observations
 
+    def __post_init__(self) -> None:
+        check_config(self, positive=("shape", "target_rank", "n_observations", "rank", "lr"))
+        if self.n_observations > math.prod(self.shape):
+            raise ValueError(
+                f"n_observations is {self.n_observations}, but a tensor of shape {self.shape} "
+                f"has only {math.prod(self.shape)} entries"
+            )
+
 
 #: "book" runs the paper's setting for one seed (about a minute on 2 CPU cores); "paper" repeats
 #: it over five seeds, to report the spread rather than one draw, with a budget long enough for
@@ -67,9 +84,13 @@ def dynamics_config(scale: str = "book", seed: int = 0, **overrides) -> Dynamics
 
 @dataclass
 class DynamicsResult(Results):
-    """Histories of every run, keyed by (seed, init_std); each tracks "norms" and "error"."""
+    """Histories of every run, keyed by (seed, init_std); each tracks "norms" and "error". Its
+    values: "norm" (the fit's Frobenius norm over the target's), "n_large" (components of norm
+    above :data:`LARGE` times the target's) and "worst_entry" (the share of the squared error in
+    the single worst entry: near 1 when one entry holds all of it), all of the final fit."""
 
     config_type: ClassVar[type] = DynamicsConfig
+    key_names: ClassVar[tuple[str, ...]] = ("seed", "init")
 
     def history(self, init_std: float, seed: int | None = None) -> History:
         """The run at ``init_std`` for ``seed`` (the first seed if not given)."""
@@ -87,21 +108,28 @@ class DynamicsResult(Results):
         }
 
 
-def checkpoint_path(out_dir: Path, seed: int, init_std: float) -> Path:
-    """Where :func:`run_dynamics` checkpoints the run of ``seed`` at ``init_std``."""
-    return Path(out_dir) / f"seed{seed}_init{init_std:g}.pt"
-
-
-def problem(config: DynamicsConfig, seed: int, device=None, dtype=torch.float32, target=None):
+def problem(config, seed: int, device=None, dtype=torch.float32, target=None):
     """The target tensor (unless given: a random CP tensor of rank ``config.target_rank`` and
     norm one), observed indices and observed values of one seed."""
     if target is None:
-        options = {"seed": 1000 * seed, "device": device, "dtype": dtype}
+        options = {"seed": seed_for(seed, TARGET), "device": device, "dtype": dtype}
         target = random_cp_tensor(config.shape, config.target_rank, 1.0, **options)
-    indices = sample_entries(
-        config.shape, config.n_observations, seed=1000 * seed + 1, device=device
-    )
+    draw = seed_for(seed, OBSERVATIONS)
+    indices = sample_entries(config.shape, config.n_observations, seed=draw, device=device)
     return target, indices, observe(target, indices)
+
+
+def final_values(model: CPFactorization, target: torch.Tensor) -> dict[str, float]:
+    """The final fit's "norm", "n_large" and "worst_entry" (see :class:`DynamicsResult`), from
+    its factors in float64 and the float64 ``target``."""
+    factors = [f.detach().cpu().double() for f in model.factors]
+    tensor = cp_to_tensor(factors)
+    squares = (tensor - target).square()
+    return {
+        "norm": float(tensor.norm() / target.norm()),
+        "n_large": int((component_norms(factors) > LARGE * target.norm()).sum()),
+        "worst_entry": float(squares.max() / squares.sum()),
+    }
 
 
 def run_dynamics(
@@ -111,73 +139,67 @@ def run_dynamics(
     dtype: torch.dtype = torch.float32,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    force: bool = False,
 ) -> DynamicsResult:
-    """Run every (seed, init scale) of the dynamics experiment.
-
-    With ``out_dir``, each run checkpoints into it and the results so far are written to
-    ``out_dir/results.json`` after every run, so an interrupted experiment resumes where it
-    stopped when called again with the same ``out_dir``.
+    """Run every (seed, init scale) of the dynamics experiment, through
+    :func:`~tflib.experiments.results.run_keys` (resumable from ``out_dir``, in shards).
 
     Explained in the CP dynamics chapter.
     """
-    device = torch.device(device) if device is not None else default_device()
-    out_dir = Path(out_dir) if out_dir is not None else None
-    result = DynamicsResult(config)
-    for seed in config.seeds:
+    device = resolve_device(device)
+    result = DynamicsResult(config, settings={"dtype": str(dtype)})
+
+    def run(key: tuple, checkpoint) -> History:
+        seed, std = key
         target, indices, targets = problem(config, seed, device, dtype)
-        track = {
-            "norms": lambda m: largest_component_norms(list(m.factors), config.n_tracked),
-            "error": lambda m, target=target: normalized_reconstruction_error(m.full(), target),
-        }
-        for std in config.init_stds:
-            init_seed = 1000 * seed + 2 + 10**9 * config.init_draw
-            model = CPFactorization(
-                config.shape, config.rank, std, seed=init_seed, device=device, dtype=dtype
-            )
-            history = fit(
-                model,
-                indices,
-                targets,
-                steps=config.max_steps,
-                optimizer=config.optimizer,
-                lr=config.lr,
-                loss_tol=config.loss_tol,
-                patience=config.patience,
-                track=track,
-                track_every=config.track_every,
-                progress=progress,
-                description=f"seed {seed}, init {std:g}",
-                checkpoint=checkpoint_path(out_dir, seed, std) if out_dir else None,
-            )
-            result.runs[(seed, std)] = history
-            if history.status == "interrupted":
-                return result
-            if out_dir is not None:
-                result.save(out_dir / "results.json")
-    return result
+        model = CPFactorization(
+            config.shape,
+            config.rank,
+            std,
+            seed=seed_for(seed, INIT, config.init_draw),
+            device=device,
+            dtype=dtype,
+        )
+        history = fit(
+            model,
+            indices,
+            targets,
+            steps=config.max_steps,
+            track={
+                "norms": lambda m: largest_component_norms(list(m.factors), config.n_tracked),
+                "error": lambda m: normalized_reconstruction_error(m.full(), target),
+            },
+            progress=progress,
+            description=f"seed {seed}, init {std:g}",
+            checkpoint=checkpoint(),
+            **fit_options(config),
+        )
+        result.values[key] = final_values(model, problem(config, seed, dtype=torch.float64)[0])
+        return history
+
+    keys = [(seed, std) for seed in config.seeds for std in config.init_stds]
+    return run_keys(result, keys, run, out_dir=out_dir, shard=shard, force=force)
 
 
-def run_command(args: argparse.Namespace) -> None:
-    """``python -m tflib.experiments dynamics``: run, write results.json and the figure."""
+def report(result: DynamicsResult, out: Path) -> None:
+    """Print the final errors and draw the figure of every seed."""
     from tflib.plots import dynamics_result_figure
 
-    config = dynamics_config(args.scale, **cli_overrides(args, "max_steps"))
-    out = Path(args.out)
-    print(f"dynamics experiment, scale {args.scale!r}, seeds {config.seeds}, writing to {out}")
-    result = run_dynamics(config, **run_options(args))
-    if result.interrupted:
-        return print("interrupted: run the same command again to resume")
     for std, errors in result.final_errors().items():
-        print(f"init {std:g}: final reconstruction error " + ", ".join(f"{e:.3g}" for e in errors))
-    figure = dynamics_result_figure(result)
-    figure.savefig(out / "dynamics.png", bbox_inches="tight")
-    print(f"results in {out / 'results.json'}, figure in {out / 'dynamics.png'}")
+        print(f"init {std:g}: final reconstruction error {finals(errors)}")
+    for seed in result.config.seeds:
+        dynamics_result_figure(result, seed).savefig(out / f"figure-seed{seed}.png")
+    print(f"results in {out / 'results.json'}, figures in {out}/figure-seed*.png")
 
 
-def add_command(commands) -> None:
-    """Add the ``dynamics`` subcommand to the command line's subparsers."""
-    command = commands.add_parser(
-        "dynamics", help="component-norm dynamics (the CP dynamics chapter)"
-    )
-    add_common_options(command, SCALES, "results/dynamics", run_command)
-    command.add_argument("--max-steps", type=int, help="override the step budget of each run")
+COMMAND = Command(
+    "dynamics",
+    "component-norm dynamics (the CP dynamics chapter)",
+    SCALES,
+    dynamics_config,
+    DynamicsResult,
+    run_dynamics,
+    report,
+    options=(("--max-steps", {"type": int, "help": "override the step budget of each run"}),),
+)

@@ -7,7 +7,6 @@ Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +15,18 @@ from typing import ClassVar
 import torch
 
 from tflib.data import random_hierarchical_tensor
-from tflib.devices import default_device
 from tflib.experiments import dynamics
+from tflib.experiments.cli import Command
 from tflib.experiments.results import (
+    INIT,
+    TARGET,
     Results,
-    add_common_options,
-    cli_overrides,
+    check_config,
     config_at_scale,
-    run_options,
+    fit_options,
+    resolve_device,
+    run_keys,
+    seed_for,
 )
 from tflib.hierarchical import HierarchicalFactorization, matricization, mode_tree
 from tflib.metrics import effective_rank, normalized_reconstruction_error
@@ -50,6 +53,12 @@ class HierarchicalConfig:
     n_tracked: int = 10
     seeds: tuple[int, ...] = (0,)
 
+    def __post_init__(self) -> None:
+        positive = ("shape", "target_ranks", "target_pool", "n_observations", "widths", "lr")
+        check_config(self, positive=positive)
+        if self.n_observations > math.prod(self.shape):
+            raise ValueError(f"n_observations exceeds the {math.prod(self.shape)} entries")
+
 
 #: "book": a 6 x 6 x 6 x 6 tensor of CP rank 3, widths 16 (about 20 s on 2 CPU cores); "paper":
 #: the follow-up's setting, a target of hierarchical rank (5, 5), for five seeds.
@@ -71,6 +80,7 @@ class HierarchicalResult(Results):
     "effective_ranks" of the matricizations at the nodes below the root, and "error"."""
 
     config_type: ClassVar[type] = HierarchicalConfig
+    key_names: ClassVar[tuple[str, ...]] = ("seed",)
 
     def history(self, seed: int | None = None) -> History:
         return self.runs[(self.config.seeds[0] if seed is None else seed,)]
@@ -84,7 +94,8 @@ def problem(config: HierarchicalConfig, seed: int, device=None, dtype=torch.floa
     Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
     """
     size, ranks = math.prod(config.shape) ** 0.5, config.target_ranks
-    options = {"pool": config.target_pool, "seed": 1000 * seed, "device": device, "dtype": dtype}
+    options = {"pool": config.target_pool, "seed": seed_for(seed, TARGET)}
+    options |= {"device": device, "dtype": dtype}
     target = random_hierarchical_tensor(config.shape, ranks, size, **options)
     return dynamics.problem(config, seed, device, dtype, target=target)
 
@@ -96,14 +107,19 @@ def run_hierarchical(
     dtype: torch.dtype = torch.float32,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    force: bool = False,
 ) -> HierarchicalResult:
-    """Run every seed, resumable from ``out_dir`` as
-    :func:`~tflib.experiments.dynamics.run_dynamics` is.
+    """Run every seed through :func:`~tflib.experiments.results.run_keys` (resumable from
+    ``out_dir``, in shards).
 
     Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
     """
-    device = torch.device(device) if device is not None else default_device()
-    result, top = HierarchicalResult(config), min(config.n_tracked, *config.widths)
+    device = resolve_device(device)
+    result, top = (
+        HierarchicalResult(config, settings={"dtype": str(dtype)}),
+        min(config.n_tracked, *config.widths),
+    )
     nodes = [node for level in mode_tree(len(config.shape))[:-1] for node in level]
     rows = [math.prod(config.shape[n] for n in node) for node in nodes]
     spectrum = min(config.n_tracked, *rows, *(math.prod(config.shape) // r for r in rows))
@@ -112,46 +128,43 @@ def run_hierarchical(
         """The singular values of the matricizations at the tree's nodes below the root."""
         return [torch.linalg.svdvals(matricization(m.full(), node)) for node in nodes]
 
-    options = {k: getattr(config, k) for k in ("optimizer", "lr", "loss_tol", "track_every")}
-    for seed in config.seeds:
+    def run(key: tuple, checkpoint) -> History:
+        (seed,) = key
         target, indices, targets = problem(config, seed, device, dtype)
         model = HierarchicalFactorization(
-            config.shape, config.widths, config.init_std, seed=1000 * seed + 2, device=device
+            config.shape, config.widths, config.init_std, seed=seed_for(seed, INIT), device=device
         ).to(dtype)
         track = {
             "norms": lambda m: torch.cat([n.topk(top).values for n in m.local_component_norms()]),
             "singular_values": lambda m: torch.stack([s[:spectrum] for s in spectra(m)]),
             "effective_ranks": lambda m: torch.tensor([effective_rank(s) for s in spectra(m)]),
-            "error": lambda m, t=target: normalized_reconstruction_error(m.full(), t),
+            "error": lambda m: normalized_reconstruction_error(m.full(), target),
         }
-        name = f"seed{seed}"
-        saved = Path(out_dir) / f"{name}.pt" if out_dir is not None else None
-        run = {"track": track, "progress": progress, "description": name, "checkpoint": saved}
-        history = fit(model, indices, targets, steps=config.max_steps, **run, **options)
-        result.runs[(seed,)] = history
-        if history.status == "interrupted":
-            return result
-        if out_dir is not None:
-            result.save(Path(out_dir) / "results.json")
-    return result
+        run = {"track": track, "progress": progress, "description": f"seed {seed}"}
+        options = run | {"checkpoint": checkpoint()} | fit_options(config)
+        return fit(model, indices, targets, steps=config.max_steps, **options)
+
+    keys = [(seed,) for seed in config.seeds]
+    return run_keys(result, keys, run, out_dir=out_dir, shard=shard, force=force)
 
 
-def run_command(args: argparse.Namespace) -> None:
-    """``python -m tflib.experiments hierarchical``: run, write results.json and the figures."""
+def report(result: HierarchicalResult, out: Path) -> None:
+    """Print each seed's final error and draw its root's local component norms."""
     from tflib.plots import plot_component_norms
 
-    config, out = hierarchical_config(args.scale, **cli_overrides(args)), Path(args.out)
-    result = run_hierarchical(config, **run_options(args))
-    if result.interrupted:
-        return print("interrupted: run the same command again to resume")
-    for seed in config.seeds:
-        history, path = result.history(seed), out / f"seed{seed}.png"
+    for seed in result.config.seeds:
+        history, path = result.history(seed), out / f"figure-seed{seed}.png"
         ax = plot_component_norms(history["steps"], history["norms"][:, -1], title="root")
         ax.figure.savefig(path, bbox_inches="tight")
         print(f"seed {seed}: final error {history['error'][-1]:.3g}, local component norms {path}")
 
 
-def add_command(commands) -> None:
-    """Add the ``hierarchical`` subcommand to the command line's subparsers."""
-    command = commands.add_parser("hierarchical", help="local component norms (Beyond CP)")
-    add_common_options(command, SCALES, "results/hierarchical", run_command)
+COMMAND = Command(
+    "hierarchical",
+    "local component norms (Beyond CP)",
+    SCALES,
+    hierarchical_config,
+    HierarchicalResult,
+    run_hierarchical,
+    report,
+)

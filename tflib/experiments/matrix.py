@@ -11,7 +11,6 @@ Explained in the Matrix factorization chapter.
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,18 @@ import numpy as np
 import torch
 
 from tflib.data import observe, random_cp_tensor, sample_entries
-from tflib.devices import default_device
+from tflib.experiments.cli import Command, finals
 from tflib.experiments.results import (
+    INIT,
+    OBSERVATIONS,
+    TARGET,
     Results,
-    add_common_options,
-    cli_overrides,
+    check_config,
     config_at_scale,
-    run_options,
+    fit_options,
+    resolve_device,
+    run_keys,
+    seed_for,
 )
 from tflib.matrix import DeepMatrixFactorization, nuclear_norm_completion
 from tflib.metrics import effective_rank, normalized_reconstruction_error
@@ -53,6 +57,11 @@ class MatrixConfig:
     track_every: int = 25
     n_tracked: int = 10
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+
+    def __post_init__(self) -> None:
+        check_config(self, positive=("shape", "target_rank", "n_observations", "depths", "lr"))
+        if max(self.n_observations) > math.prod(self.shape):
+            raise ValueError(f"n_observations exceed the {math.prod(self.shape)} entries")
 
 
 #: "book": a 40 x 40 matrix of rank 3 and three seeds, for 2 CPU cores; "paper": Arora et al.'s.
@@ -82,31 +91,35 @@ def matrix_config(scale="book", seed=0, *, incremental=False, **overrides) -> Ma
 @dataclass
 class MatrixResult(Results):
     """Histories keyed by (seed, n_observations, depth, init_std), each tracking "error",
-    "effective_rank" and "singular_values"; the nuclear-norm completion is a one-record history
-    keyed (seed, n_observations, "nuclear norm", None)."""
+    "effective_rank" and "singular_values"; the nuclear-norm completion's values of the same
+    metrics are baselines keyed (seed, n_observations)."""
 
     config_type: ClassVar[type] = MatrixConfig
+    key_names: ClassVar[tuple[str, ...]] = ("seed", "m", "depth", "init")
 
     def history(self, n_observations, depth, init_std=None, seed=None) -> History:
-        """One run (``depth`` may be "nuclear norm"); by default the first init scale and seed."""
-        if depth != NUCLEAR and init_std is None:
-            init_std = self.config.init_stds[0]
+        """One run; by default the first init scale and seed."""
+        init_std = self.config.init_stds[0] if init_std is None else init_std
         seed = self.config.seeds[0] if seed is None else seed
         return self.runs[(seed, n_observations, depth, init_std)]
 
     def final(self, metric: str = "error", init_std=None) -> dict[str, np.ndarray]:
         """Per method ("depth 1", ..., "nuclear norm"), the final ``metric`` of each run, shape
         (number of n_observations, number of seeds)."""
-        config, baseline = self.config, [NUCLEAR] if self.config.nuclear_norm else []
-        return {
-            m if m == NUCLEAR else f"depth {m}": np.array(
-                [
-                    [self.history(n, m, init_std, s)[metric][-1] for s in config.seeds]
-                    for n in config.n_observations
-                ]
-            )
-            for m in [*config.depths, *baseline]
+        config = self.config
+        table = {
+            f"depth {d}": [
+                [self.history(n, d, init_std, s)[metric][-1] for s in config.seeds]
+                for n in config.n_observations
+            ]
+            for d in config.depths
         }
+        if config.nuclear_norm:
+            table[NUCLEAR] = [
+                [self.baselines[(s, n)][metric] for s in config.seeds]
+                for n in config.n_observations
+            ]
+        return {method: np.array(rows) for method, rows in table.items()}
 
 
 def run_matrix(
@@ -116,57 +129,61 @@ def run_matrix(
     dtype: torch.dtype = torch.float32,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    force: bool = False,
 ) -> MatrixResult:
-    """Run every (seed, number of observations, depth, init scale), and the nuclear-norm baseline.
+    """Run every (seed, number of observations, depth, init scale), and the nuclear-norm baseline
+    of every (seed, number of observations), through
+    :func:`~tflib.experiments.results.run_keys` (resumable from ``out_dir``, in shards).
 
-    The target's entries have mean square one; the observed sets of a seed are nested. With
-    ``out_dir``, each run checkpoints and ``results.json`` is rewritten after each, so calling
-    again with the same ``out_dir`` resumes.
+    The target's entries have mean square one; the observed sets of a seed are nested.
 
     Explained in the Matrix factorization chapter.
     """
-    device = torch.device(device) if device is not None else default_device()
-    saved = Path(out_dir) / "results.json" if out_dir is not None else None
-    previous = MatrixResult.load(saved) if saved and saved.exists() else None
-    result = MatrixResult(config, previous.runs if previous and previous.config == config else {})
-    options = {k: getattr(config, k) for k in ("optimizer", "lr", "loss_tol", "track_every")}
-    for seed, n in ((s, n) for s in config.seeds for n in config.n_observations):
-        size = math.prod(config.shape) ** 0.5
+    device = resolve_device(device)
+    result = MatrixResult(config, settings={"dtype": str(dtype)})
+    size = math.prod(config.shape) ** 0.5
+
+    def run(key: tuple, checkpoint) -> History:
+        seed, n, depth, std = key
         target = random_cp_tensor(
-            config.shape, config.target_rank, size, seed=1000 * seed, dtype=torch.float64
+            config.shape, config.target_rank, size, seed=seed_for(seed, TARGET), dtype=torch.float64
         )
-        indices = sample_entries(config.shape, n, seed=1000 * seed + 1)
+        indices = sample_entries(config.shape, n, seed=seed_for(seed, OBSERVATIONS))
         measures = {
-            "error": lambda w, t=target: normalized_reconstruction_error(w, t.to(w)),
+            "error": lambda w: normalized_reconstruction_error(w, target.to(w)),
             "effective_rank": effective_rank,
             "singular_values": lambda w: torch.linalg.svdvals(w)[: config.n_tracked],
         }
-        if config.nuclear_norm and (seed, n, NUCLEAR, None) not in result.runs:
+        if config.nuclear_norm and (seed, n) not in result.baselines:
             w = nuclear_norm_completion(config.shape, indices, observe(target, indices))
-            metrics = {k: [torch.as_tensor(f(w)).tolist()] for k, f in measures.items()}
-            result.runs[(seed, n, NUCLEAR, None)] = History([0], [0.0], metrics, "converged")
+            result.baselines[(seed, n)] = {
+                k: torch.as_tensor(f(w)).tolist() for k, f in measures.items()
+            }
         target, indices = target.to(device, dtype), indices.to(device)
-        for depth, std in ((d, s) for d in config.depths for s in config.init_stds):
-            name = f"seed{seed}_m{n}_depth{depth}_init{std:g}"
-            model = DeepMatrixFactorization(
-                config.shape, depth, std, seed=1000 * seed + 2, device=device, dtype=dtype
-            )
-            result.runs[(seed, n, depth, std)] = history = fit(
-                model,
-                indices,
-                observe(target, indices),
-                steps=config.max_steps,
-                track={k: lambda m, f=f: f(m.full()) for k, f in measures.items()},
-                progress=progress,
-                description=name,
-                checkpoint=Path(out_dir) / f"{name}.pt" if out_dir is not None else None,
-                **options,
-            )
-            if history.status == "interrupted":
-                return result
-            if saved:
-                result.save(saved)
-    return result
+        model = DeepMatrixFactorization(
+            config.shape, depth, std, seed=seed_for(seed, INIT), device=device, dtype=dtype
+        )
+        return fit(
+            model,
+            indices,
+            observe(target, indices),
+            steps=config.max_steps,
+            track={k: lambda m, f=f: f(m.full()) for k, f in measures.items()},
+            progress=progress,
+            description=f"seed {seed}, {n} observed, depth {depth}, init {std:g}",
+            checkpoint=checkpoint(),
+            **fit_options(config),
+        )
+
+    keys = [
+        (seed, n, depth, std)
+        for seed in config.seeds
+        for n in config.n_observations
+        for depth in config.depths
+        for std in config.init_stds
+    ]
+    return run_keys(result, keys, run, out_dir=out_dir, shard=shard, force=force)
 
 
 def norms_versus_rank(
@@ -196,28 +213,33 @@ def norms_versus_rank(
     return fit(model, indices, values, steps=steps, **options)
 
 
-def run_command(args: argparse.Namespace) -> None:
-    """``python -m tflib.experiments matrix``: run, write results.json and the figure."""
+def report(result: MatrixResult, out: Path) -> None:
+    """Print the median final errors; draw the completion figure (or, with one number of
+    observations, as in the incremental setting, the singular values)."""
     from tflib.plots import completion_figure, singular_values_figure
 
-    config = matrix_config(
-        args.scale, incremental=args.incremental, **cli_overrides(args, "max_steps")
-    )
-    out = Path(args.out) / ("incremental" if args.incremental else "completion")
-    print(f"matrix experiment, scale {args.scale!r}, seeds {config.seeds}, writing to {out}")
-    result = run_matrix(config, **run_options(args) | {"out_dir": out})
-    if result.interrupted:
-        return print("interrupted: run the same command again to resume")
     for method, errors in result.final().items():
-        print(f"{method}: median errors " + ", ".join(f"{e:.3g}" for e in np.median(errors, 1)))
-    draw = singular_values_figure if args.incremental else completion_figure
+        print(f"{method}: median errors {finals(np.median(errors, 1))}")
+    one_size = len(result.config.n_observations) == 1  # the incremental setting
+    draw = singular_values_figure if one_size else completion_figure
     draw(result).savefig(out / "figure.png", bbox_inches="tight")
     print(f"results in {out / 'results.json'}, figure in {out / 'figure.png'}")
 
 
-def add_command(commands) -> None:
-    """Add the ``matrix`` subcommand to the command line's subparsers."""
-    command = commands.add_parser("matrix", help="deep matrix completion (Matrix chapter)")
-    add_common_options(command, SCALES, "results/matrix", run_command)
-    command.add_argument("--incremental", action="store_true", help="singular values in training")
-    command.add_argument("--max-steps", type=int, help="override the step budget of each run")
+def _config(scale: str, incremental: bool = False, **overrides) -> MatrixConfig:
+    return matrix_config(scale, incremental=bool(incremental), **overrides)
+
+
+COMMAND = Command(
+    "matrix",
+    "deep matrix completion (Matrix chapter)",
+    SCALES,
+    _config,
+    MatrixResult,
+    run_matrix,
+    report,
+    options=(
+        ("--incremental", {"action": "store_const", "const": True, "help": "singular values"}),
+        ("--max-steps", {"type": int, "help": "override the step budget of each run"}),
+    ),
+)

@@ -10,7 +10,6 @@ Explained in the "Natural vs. random data" chapter.
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,17 +28,19 @@ from tflib.data import (
     random_images,
     random_labels,
 )
-from tflib.devices import default_device
+from tflib.experiments.cli import Command
 from tflib.experiments.results import (
+    INIT,
+    InputError,
     Results,
-    add_common_options,
-    cli_overrides,
+    check_config,
     config_at_scale,
-    in_shard,
-    run_options,
+    resolve_device,
+    run_keys,
+    seed_for,
 )
 from tflib.network import CPNetwork
-from tflib.train import fit
+from tflib.train import History, digest, fit
 
 VARIANTS = ("natural", "random_labels", "random_images")
 DATASETS = ("digits", *IDX_FILES)
@@ -69,6 +70,13 @@ class NaturalConfig:
     test_cap: float = 4.0
     track_every: int = 100
 
+    def __post_init__(self) -> None:
+        positive = ("n_train", "value", "ranks", "lr", "batch_size", "track_every", "test_cap")
+        check_config(self, positive=positive, signed=("init_mean",))
+        unknown = sorted({*self.variants} - {*VARIANTS}) + sorted({*self.datasets} - {*DATASETS})
+        if unknown:
+            raise ValueError(f"unknown {unknown}: variants are {VARIANTS}, data sets {DATASETS}")
+
 
 #: "book": the bundled 8 x 8 digits (order 64), three seeds, about a minute on 2 CPU cores. Its
 #: init divides each component by R (``normalize_init``) so an untrained model outputs about 1,
@@ -96,9 +104,11 @@ def natural_config(scale: str = "book", seed: int = 0, **overrides) -> NaturalCo
 @dataclass
 class NaturalResult(Results):
     """Histories keyed by (dataset, variant, seed). Each tracks "train" and "test", the mean
-    errors of every rank, and holds "variance", the variances of the 0/1 train and test labels."""
+    errors of every rank; its value "variance" holds the variances of the 0/1 train and test
+    labels. The settings hold a digest of every data set's train and test parts."""
 
     config_type: ClassVar[type] = NaturalConfig
+    key_names: ClassVar[tuple[str, ...]] = ("", "", "seed")
 
     def final_errors(self, dataset: str, variant: str, split: str = "train") -> np.ndarray:
         """Shape (seeds run, ranks): the final mean error of every rank, one row per seed."""
@@ -107,8 +117,8 @@ class NaturalResult(Results):
 
     def variance(self, dataset: str, split: str = "train") -> float:
         """The variance of the 0/1 labels of ``dataset``, the error of the best constant."""
-        run = next(h for (name, _, _), h in self.runs.items() if name == dataset)
-        return run.metrics["variance"][("train", "test").index(split)]
+        values = next(v for (name, _, _), v in self.values.items() if name == dataset)
+        return values["variance"][("train", "test").index(split)]
 
 
 def load_task(name: str, config: NaturalConfig, data_dir=None) -> list[tuple[torch.Tensor, ...]]:
@@ -153,109 +163,93 @@ def run_natural(
     out_dir: str | Path | None = None,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    force: bool = False,
     data_dir: str | Path | None = None,
 ) -> NaturalResult:
     """Fit every (dataset, variant, seed) of the experiment: one CP network per run holding all
     the ranks side by side (Adam updates each parameter on its own, so this equals one run per
-    rank). With ``out_dir`` each run checkpoints there and the results so far are written after
-    every run, so calling again resumes; ``shard=(k, n)`` runs every n-th run from the k-th and
-    writes ``results-shard{k}of{n}.json`` (join the shards with ``NaturalResult.merge``).
+    rank), through :func:`~tflib.experiments.results.run_keys` (resumable from ``out_dir``, in
+    shards). The data sets are loaded, and checked, before any training.
 
     Explained in the "Natural vs. random data" chapter.
     """
-    unknown = sorted({*config.variants} - {*VARIANTS}) + sorted({*config.datasets} - {*DATASETS})
-    if unknown:
-        raise ValueError(f"unknown {unknown}: variants are {VARIANTS}, data sets {DATASETS}")
-    device = torch.device(device) if device is not None else default_device()
-    out_dir = Path(out_dir) if out_dir is not None else None
-    name = "results.json" if shard is None else f"results-shard{shard[0]}of{shard[1]}.json"
-    runs = [(d, v, s) for d in config.datasets for v in config.variants for s in config.seeds]
-    mine = [key for position, key in enumerate(runs) if in_shard(position, shard)]
-    result = NaturalResult(config)
-    for dataset in dict.fromkeys(key[0] for key in mine):
-        parts = load_task(dataset, config, data_dir)
-        variance = [float((y / config.value).var(unbiased=False)) for _, y in parts]
-        for key in [key for key in mine if key[0] == dataset]:
-            _, variant, seed = key
-            train, test = (
-                variant_data(x, y, variant, 1000 * seed + i, device, dtype)
-                for i, (x, y) in enumerate(parts)
-            )
-            model = CPNetwork(
-                train.shape,
-                config.ranks,
-                config.init_std,
-                config.init_mean,
-                seed=1000 * seed + 2,
-                device=device,
-                dtype=dtype,
-            )
-            if config.normalize_init:  # R^(-1/N) on each of N factors: each component over R
-                scale = [r ** (-1 / len(train.shape)) for r in config.ranks for _ in range(r)]
-                with torch.no_grad():
-                    model.weight.mul_(torch.tensor(scale).to(model.weight))
-            per_epoch = math.ceil(len(train.targets) / config.batch_size)
-            errors = {
-                "train": lambda m, task=train: mean_errors(m, task, config.value),
-                "test": lambda m, task=test: mean_errors(m, task, config.value, config.test_cap),
-            }
-            history = fit(
-                model,
-                train.indices,
-                train.targets,
-                steps=config.epochs * per_epoch,
-                optimizer=config.optimizer,
-                lr=config.lr,
-                loss_tol=config.loss_tol,
-                batch_size=config.batch_size,
-                seed=seed,
-                track=errors,
-                track_every=config.track_every * per_epoch,
-                progress=progress,
-                description=f"{dataset} {variant} seed {seed}",
-                checkpoint=out_dir / f"{dataset}_{variant}_seed{seed}.pt" if out_dir else None,
-                checkpoint_every=10 * per_epoch,  # a killed run loses at most 10 epochs
-            )
-            history.metrics["variance"] = variance
-            result.runs[key] = history
-            if history.status == "interrupted":
-                return result
-            if out_dir is not None:
-                result.save(out_dir / name)
-    return result
+    device = resolve_device(device)
+    try:
+        tasks = {name: load_task(name, config, data_dir) for name in config.datasets}
+    except (OSError, ValueError) as error:
+        raise InputError(str(error)) from error
+    data = {name: digest(*(t for part in parts for t in part)) for name, parts in tasks.items()}
+    variances = {  # of the 0/1 labels, train and test: the error of the best constant
+        name: [float((y / config.value).var(unbiased=False)) for _, y in parts]
+        for name, parts in tasks.items()
+    }
+    result = NaturalResult(config, settings={"dtype": str(dtype), "data": data})
+
+    def run(key: tuple, checkpoint) -> History:
+        dataset, variant, seed = key
+        parts = tasks[dataset]
+        train, test = (
+            variant_data(x, y, variant, seed_for(seed, split), device, dtype)
+            for split, (x, y) in enumerate(parts)
+        )
+        model = CPNetwork(
+            train.shape,
+            config.ranks,
+            config.init_std,
+            config.init_mean,
+            seed=seed_for(seed, INIT),
+            device=device,
+            dtype=dtype,
+        )
+        if config.normalize_init:  # R^(-1/N) on each of N factors: each component over R
+            scale = [r ** (-1 / len(train.shape)) for r in config.ranks for _ in range(r)]
+            with torch.no_grad():
+                model.weight.mul_(torch.tensor(scale).to(model.weight))
+        per_epoch = math.ceil(len(train.targets) / config.batch_size)
+        errors = {
+            "train": lambda m: mean_errors(m, train, config.value),
+            "test": lambda m: mean_errors(m, test, config.value, config.test_cap),
+        }
+        history = fit(
+            model,
+            train.indices,
+            train.targets,
+            steps=config.epochs * per_epoch,
+            optimizer=config.optimizer,
+            lr=config.lr,
+            loss_tol=config.loss_tol,
+            batch_size=config.batch_size,
+            seed=seed,
+            track=errors,
+            track_every=config.track_every * per_epoch,
+            progress=progress,
+            description=f"{dataset} {variant} seed {seed}",
+            checkpoint=checkpoint(),
+            checkpoint_every=10 * per_epoch,  # a killed run loses at most 10 epochs
+        )
+        result.values[key] = {"variance": variances[dataset]}
+        return history
+
+    keys = [(d, v, s) for d in config.datasets for v in config.variants for s in config.seeds]
+    return run_keys(result, keys, run, out_dir=out_dir, shard=shard, force=force)
 
 
-def run_command(args: argparse.Namespace) -> None:
-    """``python -m tflib.experiments natural``: run (or merge shards), write results and figure."""
+def report(result: NaturalResult, out: Path) -> None:
+    """Draw the figure (every data set's errors against the rank)."""
     from tflib.plots import natural_result_figure
 
-    out = Path(args.out)
-    if args.merge:
-        result = NaturalResult.merge(NaturalResult.load(path) for path in args.merge)
-        result.save(out / "results.json")
-    else:
-        config = natural_config(args.scale, **cli_overrides(args, "epochs"))
-        print(f"natural vs random, scale {args.scale!r}, {config.datasets}, writing to {out}")
-        options = run_options(args) | {"shard": args.shard, "data_dir": args.data_dir}
-        result = run_natural(config, **options)
-        if result.interrupted:
-            return print("interrupted: run the same command again to resume")
-    if args.shard is not None:
-        print(f"shard done; when all are, merge them: --merge {out}/results-shard*.json")
-        return
-    natural_result_figure(result).savefig(out / "natural.png", bbox_inches="tight")
-    print(f"results in {out / 'results.json'}, figure in {out / 'natural.png'}")
+    natural_result_figure(result).savefig(out / "figure.png", bbox_inches="tight")
+    print(f"results in {out / 'results.json'}, figure in {out / 'figure.png'}")
 
 
-def add_command(commands) -> None:
-    """Add the ``natural`` subcommand to the command line's subparsers."""
-    command = commands.add_parser("natural", help="natural vs random data (tensor rank)")
-    add_common_options(command, SCALES, "results/natural", run_command)
-    command.add_argument("--epochs", type=int, help="override the epochs of each run")
-    command.add_argument("--data-dir", help="folder of the MNIST files (default $TFLIB_DATA)")
-    command.add_argument(
-        "--shard",
-        type=lambda text: tuple(map(int, text.split("/"))),
-        help="run shard k/n only (k < n)",
-    )
-    command.add_argument("--merge", nargs="+", help="merge these shard results into --out")
+COMMAND = Command(
+    "natural",
+    "natural vs random data (tensor rank)",
+    SCALES,
+    natural_config,
+    NaturalResult,
+    run_natural,
+    report,
+    options=(("--epochs", {"type": int, "help": "override the epochs of each run"}),),
+    run_options=(("--data-dir", {"help": "folder of the MNIST files (default $TFLIB_DATA)"}),),
+)

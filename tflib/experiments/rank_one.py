@@ -1,14 +1,13 @@
 """The rank-one experiment: from a small initialization, a CP factorization with R = 100
 components of an order-3 completion problem follows a rank-one trajectory.
 
-Each run (plain gradient descent) first leaves the origin (:func:`~tflib.theory.leave_origin`),
-then runs for a window of steps beside the rank-one trajectory through its largest component
-(:func:`~tflib.theory.rank_one_trajectory`). Explained in the rank-one convergence chapter.
+Each run (plain gradient descent) first leaves the origin (:func:`leave_origin`), then runs for a
+window of steps beside the rank-one trajectory through its largest component
+(:func:`rank_one_trajectory`). Explained in the rank-one convergence chapter.
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -16,18 +15,20 @@ from typing import ClassVar
 import torch
 
 from tflib.cp import CPFactorization
-from tflib.devices import default_device
+from tflib.experiments.cli import Command
 from tflib.experiments.dynamics import problem
 from tflib.experiments.results import (
+    INIT,
     Results,
-    add_common_options,
-    cli_overrides,
+    check_config,
     config_at_scale,
-    run_options,
+    resolve_device,
+    run_keys,
+    seed_for,
 )
 from tflib.metrics import largest_component_norms, normalized_reconstruction_error
 from tflib.metrics import rank_one_distance as distance_to_rank_one
-from tflib.theory import leave_origin, rank_one_trajectory, trajectory_distances
+from tflib.theory import trajectory_distances
 from tflib.train import History, fit
 
 
@@ -47,6 +48,10 @@ class RankOneConfig:
     window: int = 1000
     track_every: int = 10
     seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        positive = ("shape", "target_rank", "n_observations", "rank", "init_stds", "lr")
+        check_config(self, positive=(*positive, "departure", "window", "track_every"))
 
 
 #: "book": one seed (about half a minute on 2 CPU cores); "paper": five seeds, half-decades.
@@ -69,16 +74,18 @@ def rank_one_config(scale: str = "book", seed: int = 0, **overrides) -> RankOneC
 @dataclass
 class RankOneResult(Results):
     """By (seed, init_std): the window, tracking "rank_one_distance", "norm_ratio",
-    "trajectory_distance" and "error"; by (seed, init_std, "plateau"): leaving the origin."""
+    "trajectory_distance" and "error"; its value "plateau" is the steps it took to leave the
+    origin."""
 
     config_type: ClassVar[type] = RankOneConfig
+    key_names: ClassVar[tuple[str, ...]] = ("seed", "init")
 
     def window(self, init_std: float, seed: int | None = None) -> History:
         return self.runs[self._key(init_std, seed)]
 
     def plateau(self, init_std: float, seed: int | None = None) -> int:
         """The number of steps it took to leave the origin."""
-        return self.runs[(*self._key(init_std, seed), "plateau")].steps[-1]
+        return self.values[self._key(init_std, seed)]["plateau"]
 
     def _key(self, init_std: float, seed: int | None) -> tuple:
         return (self.config.seeds[0] if seed is None else seed, init_std)
@@ -88,6 +95,48 @@ class RankOneResult(Results):
         return {s: float(self.window(s, seed)[metric].max()) for s in self.config.init_stds}
 
 
+def leave_origin(
+    model: CPFactorization,
+    indices: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    fraction: float = 0.1,
+    max_steps: int,
+    **fit_options,
+) -> History:
+    r"""Gradient descent (by :func:`~tflib.train.fit`) until the loss first falls below
+    :math:`(1 - \text{fraction})\, \mathcal{L}(0)`: the moment the end tensor leaves the origin.
+
+    Stopping two trajectories there aligns them in time, step by step, from then on.
+
+    Explained in the rank-one convergence chapter.
+    """
+    threshold = (1 - fraction) * float(targets.square().mean())
+    history = fit(model, indices, targets, steps=max_steps, loss_tol=threshold, **fit_options)
+    if history.status not in ("converged", "interrupted"):
+        raise RuntimeError(
+            f"the loss stayed above {threshold:.3g} for {max_steps} steps: raise max_steps or the "
+            "step size, or start from a larger initialization"
+        )
+    return history
+
+
+def rank_one_trajectory(
+    model: CPFactorization, indices: torch.Tensor, targets: torch.Tensor, **fit_options
+) -> History:
+    r"""The rank-one trajectory :math:`\overline{\mathcal{W}}(t)` through the largest component of
+    ``model``: gradient descent (:func:`~tflib.train.fit`, ``fit_options`` passed on) over a
+    one-component factorization started from it, tracking the end tensor as "tensor".
+
+    Explained in the rank-one convergence chapter.
+    """
+    largest = int(model.component_norms().argmax())
+    single = CPFactorization(model.shape, 1, 0.0, device=model.device, dtype=model.factors[0].dtype)
+    single.set_factors([f.detach()[:, largest : largest + 1] for f in model.factors])
+    track = {"tensor": lambda m: m.full().flatten()}
+    return fit(single, indices, targets, track=track, progress=False, **fit_options)
+
+
 def run_rank_one(
     config: RankOneConfig,
     *,
@@ -95,68 +144,77 @@ def run_rank_one(
     dtype: torch.dtype = torch.float64,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    force: bool = False,
 ) -> RankOneResult:
-    """Run every (seed, init scale), resumable from ``out_dir`` as
-    :func:`~tflib.experiments.dynamics.run_dynamics`. Explained in the rank-one convergence chapter.
+    """Run every (seed, init scale) through :func:`~tflib.experiments.results.run_keys`
+    (resumable from ``out_dir``, in shards). Explained in the rank-one convergence chapter.
     """
-    device = torch.device(device) if device is not None else default_device()
-    result = RankOneResult(config)
-    window = dict(steps=config.window, lr=config.lr, track_every=config.track_every)
+    device = resolve_device(device)
+    result = RankOneResult(config, settings={"dtype": str(dtype)})
+    window = {"steps": config.window, "lr": config.lr, "track_every": config.track_every}
 
-    def logged(run: str, part: str) -> dict:
-        saved = Path(out_dir) / f"{run}_{part}.pt" if out_dir else None
-        return dict(progress=progress, description=f"{run} {part}", checkpoint=saved)
-
-    for seed in config.seeds:
+    def run(key: tuple, checkpoint) -> History:
+        seed, std = key
         target, *data = problem(config, seed, device, dtype)
+        model = CPFactorization(
+            config.shape, config.rank, std, seed=seed_for(seed, INIT), device=device, dtype=dtype
+        )
+        run = f"seed {seed}, init {std:g}"
+        plateau = leave_origin(
+            model,
+            *data,
+            lr=config.lr,
+            max_steps=config.max_steps,
+            fraction=config.departure,
+            progress=progress,
+            description=f"{run}, plateau",
+            checkpoint=checkpoint("plateau"),
+        )
+        if plateau.status == "interrupted":
+            return plateau
+        reference = rank_one_trajectory(model, *data, **window)
         track = {
             "tensor": lambda m: m.full().flatten(),
             "rank_one_distance": lambda m: distance_to_rank_one(m.full()),
             "norm_ratio": lambda m: float(
                 torch.div(*largest_component_norms(m.factors, 2).flip(0))
             ),
-            "error": lambda m, target=target: normalized_reconstruction_error(m.full(), target),
+            "error": lambda m: normalized_reconstruction_error(m.full(), target),
         }
-        for std in config.init_stds:
-            run = f"seed{seed}_init{std:g}"
-            model = CPFactorization(
-                config.shape, config.rank, std, seed=1000 * seed + 2, device=device, dtype=dtype
-            )
-            departure = dict(lr=config.lr, max_steps=config.max_steps, fraction=config.departure)
-            plateau = leave_origin(model, *data, **departure, **logged(run, "plateau"))
-            if plateau.status == "interrupted":
-                return result
-            reference = rank_one_trajectory(model, *data, **window)
-            history = fit(model, *data, **window, track=track, **logged(run, "window"))
-            if history.status == "interrupted":
-                return result
+        options = {"progress": progress, "description": f"{run}, window"}
+        history = fit(
+            model, *data, **window, track=track, checkpoint=checkpoint("window"), **options
+        )
+        if history.status != "interrupted":
             distances = trajectory_distances(history.metrics.pop("tensor"), reference["tensor"])
             history.metrics["trajectory_distance"] = distances.tolist()
-            result.runs[(seed, std)], result.runs[(seed, std, "plateau")] = history, plateau
-            if out_dir is not None:
-                result.save(Path(out_dir) / "results.json")
-    return result
+            result.values[key] = {"plateau": plateau.steps[-1]}
+        return history
+
+    keys = [(seed, std) for seed in config.seeds for std in config.init_stds]
+    return run_keys(result, keys, run, out_dir=out_dir, shard=shard, force=force)
 
 
-def run_command(args: argparse.Namespace) -> None:
-    """``python -m tflib.experiments rank-one``: run, write results.json and one figure a seed."""
+def report(result: RankOneResult, out: Path) -> None:
+    """Print the largest trajectory distance of every run and draw one figure a seed."""
     from tflib.plots import rank_one_figure
 
-    config = rank_one_config(args.scale, **cli_overrides(args, "target_rank"))
-    out = Path(args.out)
-    print(f"rank-one experiment, scale {args.scale!r}, seeds {config.seeds}, writing to {out}")
-    result = run_rank_one(config, **run_options(args))
-    if len(result.runs) < 2 * len(config.seeds) * len(config.init_stds):
-        return print("interrupted: run the same command again to resume")
-    for seed in config.seeds:
+    for seed in result.config.seeds:
         for std, value in result.largest("trajectory_distance", seed).items():
             print(f"seed {seed}, init {std:g}: largest trajectory distance {value:.3g}")
-        rank_one_figure(result, seed).savefig(out / f"rank_one_seed{seed}.png", bbox_inches="tight")
+        rank_one_figure(result, seed).savefig(out / f"figure-seed{seed}.png", bbox_inches="tight")
+    print(f"results in {out / 'results.json'}, figures in {out}/figure-seed*.png")
 
 
-def add_command(commands) -> None:
-    """Add the ``rank-one`` subcommand to the command line's subparsers."""
-    command = commands.add_parser("rank-one", help="rank-one trajectories (rank-one chapter)")
-    add_common_options(command, SCALES, "results/rank_one", run_command)
-    command.add_argument("--target-rank", type=int, default=1, help="2: no rank-one solution")
-    command.set_defaults(dtype="float64")
+COMMAND = Command(
+    "rank-one",
+    "rank-one trajectories (rank-one chapter)",
+    SCALES,
+    rank_one_config,
+    RankOneResult,
+    run_rank_one,
+    report,
+    options=(("--target-rank", {"type": int, "help": "2: no rank-one solution"}),),
+    dtype="float64",
+)
