@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from tflib.diagrams import factorization_networks_figure, hierarchical_network_figure
 from tflib.experiments import (
     DynamicsConfig,
     DynamicsResult,
@@ -24,8 +25,6 @@ from tflib.plots import (
     completion_figure,
     dynamics_figure,
     dynamics_result_figure,
-    factorization_networks_figure,
-    hierarchical_network_figure,
     metric_panels,
     natural_result_figure,
     norm_law_figure,
@@ -184,13 +183,13 @@ def synthetic_rank_one_result():
 
     config = RankOneConfig(init_stds=(1e-1, 1e-2, 1e-3), window=300, track_every=10, seeds=(0,))
     steps = np.arange(0, 301, 10)
-    runs = {}
+    runs, plateaus = {}, {}
     for std in config.init_stds:
         level = np.minimum(1.0, 300 * std**3) * (1 + 4 * np.exp(-steps / 20.0))
         metrics = {name: (level * k).tolist() for k, name in enumerate(RANK_ONE_METRICS, start=1)}
         runs[(0, std)] = History(steps.tolist(), [0.0] * len(steps), metrics, "budget")
-        runs[(0, std, "plateau")] = History([0, int(3 / std)], [1.0, 0.5], {}, "converged")
-    return RankOneResult(config, runs)
+        plateaus[(0, std)] = {"plateau": int(3 / std)}
+    return RankOneResult(config, runs, plateaus)
 
 
 RANK_ONE_METRICS = ("rank_one_distance", "norm_ratio", "trajectory_distance")
@@ -270,7 +269,7 @@ def test_plot_rank_errors_figure():
 @COMPARE
 def test_natural_result_figure_draws_a_panel_per_data_set():
     config = natural_config("paper", seeds=(0, 1))
-    runs = {}
+    runs, variances = {}, {}
     for d, dataset in enumerate(config.datasets):
         for (variant, split), values in synthetic_rank_errors(seeds=2).items():
             for seed in config.seeds:
@@ -279,8 +278,8 @@ def test_natural_result_figure_draws_a_panel_per_data_set():
                     History(steps=[0, 10], loss=[1.0, 0.1], metrics={}, status="budget"),
                 )
                 history.metrics[split] = [[1.0] * 15, (values[seed] * (1 + d)).tolist()]
-                history.metrics["variance"] = [0.09 + 0.01 * d, 0.095]
-    figure = natural_result_figure(NaturalResult(config, runs))
+                variances[(dataset, variant, seed)] = {"variance": [0.09 + 0.01 * d, 0.095]}
+    figure = natural_result_figure(NaturalResult(config, runs, variances))
     assert [ax.get_title() for ax in figure.axes] == ["MNIST", "Fashion-MNIST"]
     assert len(figure.legends[0].get_texts()) == 7
     variance = [
@@ -307,14 +306,17 @@ def test_completion_figure_draws_the_median_of_every_method_and_a_dot_per_seed()
     }
     errors["nuclear norm"] = [[0.6, 0.5], [0.3, 0.2], [1e-3, 2e-3]]
     runs = {
-        (seed, n, method, None if method == "nuclear norm" else 1e-3): matrix_history(
-            {"error": [errors[method][i][k]]}, steps=[0]
-        )
-        for method in errors
+        (seed, n, method, 1e-3): matrix_history({"error": [errors[method][i][k]]}, steps=[0])
+        for method in config.depths
         for i, n in enumerate(config.n_observations)
         for k, seed in enumerate(config.seeds)
     }
-    figure = completion_figure(MatrixResult(config, runs))
+    baselines = {
+        (seed, n): {"error": errors["nuclear norm"][i][k]}
+        for i, n in enumerate(config.n_observations)
+        for k, seed in enumerate(config.seeds)
+    }
+    figure = completion_figure(MatrixResult(config, runs, baselines=baselines))
     (ax,) = figure.axes
     assert [line.get_label() for line in ax.get_lines()[:3]] == [
         "depth 1",

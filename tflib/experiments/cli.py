@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -220,6 +221,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
         entry = {"command": _recorded_command(argv), "config": result.fingerprint()}
         store(args.store, args.name, entry | {"runs": command.records(result)})
         print(f"stored as {args.name!r} in {args.store}")
+
+
+def save_figure(figure, out: Path, seed: int | None = None) -> Path:
+    """Write a report's figure into ``out`` (``figure.png``, or ``figure-seed<k>.png`` for one
+    seed's), close it, and return its path."""
+    path = out / ("figure.png" if seed is None else f"figure-seed{seed}.png")
+    figure.savefig(path, bbox_inches="tight")
+    plt.close(figure)
+    return path
 
 
 def finals(values: np.ndarray) -> str:

@@ -19,7 +19,7 @@ import torch
 
 from tflib.cp import CPFactorization, component_norms, cp_to_tensor
 from tflib.data import observe, random_cp_tensor, sample_entries
-from tflib.experiments.cli import Command, finals
+from tflib.experiments.cli import Command, finals, save_figure
 from tflib.experiments.results import (
     INIT,
     OBSERVATIONS,
@@ -137,13 +137,12 @@ def run_dynamics(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
-    out_dir: str | Path | None = None,
     progress: bool = True,
-    shard: tuple[int, int] | None = None,
-    force: bool = False,
+    **loop,
 ) -> DynamicsResult:
     """Run every (seed, init scale) of the dynamics experiment, through
-    :func:`~tflib.experiments.results.run_keys` (resumable from ``out_dir``, in shards).
+    :func:`~tflib.experiments.results.run_keys` (``loop``: its ``out_dir``, ``shard``,
+    ``force``).
 
     Explained in the CP dynamics chapter.
     """
@@ -179,7 +178,7 @@ def run_dynamics(
         return history
 
     keys = [(seed, std) for seed in config.seeds for std in config.init_stds]
-    return run_keys(result, keys, run, out_dir=out_dir, shard=shard, force=force)
+    return run_keys(result, keys, run, **loop)
 
 
 def report(result: DynamicsResult, out: Path) -> None:
@@ -189,7 +188,7 @@ def report(result: DynamicsResult, out: Path) -> None:
     for std, errors in result.final_errors().items():
         print(f"init {std:g}: final reconstruction error {finals(errors)}")
     for seed in result.config.seeds:
-        dynamics_result_figure(result, seed).savefig(out / f"figure-seed{seed}.png")
+        save_figure(dynamics_result_figure(result, seed), out, seed)
     print(f"results in {out / 'results.json'}, figures in {out}/figure-seed*.png")
 
 

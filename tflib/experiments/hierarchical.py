@@ -16,7 +16,7 @@ import torch
 
 from tflib.data import random_hierarchical_tensor
 from tflib.experiments import dynamics
-from tflib.experiments.cli import Command
+from tflib.experiments.cli import Command, save_figure
 from tflib.experiments.results import (
     INIT,
     TARGET,
@@ -105,21 +105,17 @@ def run_hierarchical(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
-    out_dir: str | Path | None = None,
     progress: bool = True,
-    shard: tuple[int, int] | None = None,
-    force: bool = False,
+    **loop,
 ) -> HierarchicalResult:
-    """Run every seed through :func:`~tflib.experiments.results.run_keys` (resumable from
-    ``out_dir``, in shards).
+    """Run every seed through :func:`~tflib.experiments.results.run_keys` (``loop``: its
+    ``out_dir``, ``shard``, ``force``).
 
     Explained in the "Beyond CP: hierarchical tensor factorization" chapter.
     """
     device = resolve_device(device)
-    result, top = (
-        HierarchicalResult(config, settings={"dtype": str(dtype)}),
-        min(config.n_tracked, *config.widths),
-    )
+    result = HierarchicalResult(config, settings={"dtype": str(dtype)})
+    top = min(config.n_tracked, *config.widths)
     nodes = [node for level in mode_tree(len(config.shape))[:-1] for node in level]
     rows = [math.prod(config.shape[n] for n in node) for node in nodes]
     spectrum = min(config.n_tracked, *rows, *(math.prod(config.shape) // r for r in rows))
@@ -145,7 +141,7 @@ def run_hierarchical(
         return fit(model, indices, targets, steps=config.max_steps, **options)
 
     keys = [(seed,) for seed in config.seeds]
-    return run_keys(result, keys, run, out_dir=out_dir, shard=shard, force=force)
+    return run_keys(result, keys, run, **loop)
 
 
 def report(result: HierarchicalResult, out: Path) -> None:
@@ -153,9 +149,9 @@ def report(result: HierarchicalResult, out: Path) -> None:
     from tflib.plots import plot_component_norms
 
     for seed in result.config.seeds:
-        history, path = result.history(seed), out / f"figure-seed{seed}.png"
+        history = result.history(seed)
         ax = plot_component_norms(history["steps"], history["norms"][:, -1], title="root")
-        ax.figure.savefig(path, bbox_inches="tight")
+        path = save_figure(ax.figure, out, seed)
         print(f"seed {seed}: final error {history['error'][-1]:.3g}, local component norms {path}")
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from tflib.data import observe, random_cp_tensor, sample_entries
-from tflib.experiments.cli import Command, finals
+from tflib.experiments.cli import Command, finals, save_figure
 from tflib.experiments.results import (
     INIT,
     OBSERVATIONS,
@@ -127,14 +127,13 @@ def run_matrix(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
-    out_dir: str | Path | None = None,
     progress: bool = True,
-    shard: tuple[int, int] | None = None,
-    force: bool = False,
+    **loop,
 ) -> MatrixResult:
     """Run every (seed, number of observations, depth, init scale), and the nuclear-norm baseline
     of every (seed, number of observations), through
-    :func:`~tflib.experiments.results.run_keys` (resumable from ``out_dir``, in shards).
+    :func:`~tflib.experiments.results.run_keys` (``loop``: its ``out_dir``, ``shard``,
+    ``force``).
 
     The target's entries have mean square one; the observed sets of a seed are nested.
 
@@ -183,7 +182,7 @@ def run_matrix(
         for depth in config.depths
         for std in config.init_stds
     ]
-    return run_keys(result, keys, run, out_dir=out_dir, shard=shard, force=force)
+    return run_keys(result, keys, run, **loop)
 
 
 def norms_versus_rank(
@@ -222,8 +221,7 @@ def report(result: MatrixResult, out: Path) -> None:
         print(f"{method}: median errors {finals(np.median(errors, 1))}")
     one_size = len(result.config.n_observations) == 1  # the incremental setting
     draw = singular_values_figure if one_size else completion_figure
-    draw(result).savefig(out / "figure.png", bbox_inches="tight")
-    print(f"results in {out / 'results.json'}, figure in {out / 'figure.png'}")
+    print(f"results in {out / 'results.json'}, figure in {save_figure(draw(result), out)}")
 
 
 def _config(scale: str, incremental: bool = False, **overrides) -> MatrixConfig:

@@ -28,7 +28,7 @@ from tflib.data import (
     random_images,
     random_labels,
 )
-from tflib.experiments.cli import Command
+from tflib.experiments.cli import Command, save_figure
 from tflib.experiments.results import (
     INIT,
     InputError,
@@ -160,16 +160,14 @@ def run_natural(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
-    out_dir: str | Path | None = None,
     progress: bool = True,
-    shard: tuple[int, int] | None = None,
-    force: bool = False,
     data_dir: str | Path | None = None,
+    **loop,
 ) -> NaturalResult:
     """Fit every (dataset, variant, seed) of the experiment: one CP network per run holding all
     the ranks side by side (Adam updates each parameter on its own, so this equals one run per
-    rank), through :func:`~tflib.experiments.results.run_keys` (resumable from ``out_dir``, in
-    shards). The data sets are loaded, and checked, before any training.
+    rank), through :func:`~tflib.experiments.results.run_keys` (``loop``: its ``out_dir``,
+    ``shard``, ``force``). The data sets are loaded, and checked, before any training.
 
     Explained in the "Natural vs. random data" chapter.
     """
@@ -231,15 +229,15 @@ def run_natural(
         return history
 
     keys = [(d, v, s) for d in config.datasets for v in config.variants for s in config.seeds]
-    return run_keys(result, keys, run, out_dir=out_dir, shard=shard, force=force)
+    return run_keys(result, keys, run, **loop)
 
 
 def report(result: NaturalResult, out: Path) -> None:
     """Draw the figure (every data set's errors against the rank)."""
     from tflib.plots import natural_result_figure
 
-    natural_result_figure(result).savefig(out / "figure.png", bbox_inches="tight")
-    print(f"results in {out / 'results.json'}, figure in {out / 'figure.png'}")
+    figure = save_figure(natural_result_figure(result), out)
+    print(f"results in {out / 'results.json'}, figure in {figure}")
 
 
 COMMAND = Command(

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 
 from tflib.cp import CPFactorization
-from tflib.experiments.cli import Command
+from tflib.experiments.cli import Command, save_figure
 from tflib.experiments.dynamics import problem
 from tflib.experiments.results import (
     INIT,
@@ -142,13 +142,12 @@ def run_rank_one(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float64,
-    out_dir: str | Path | None = None,
     progress: bool = True,
-    shard: tuple[int, int] | None = None,
-    force: bool = False,
+    **loop,
 ) -> RankOneResult:
     """Run every (seed, init scale) through :func:`~tflib.experiments.results.run_keys`
-    (resumable from ``out_dir``, in shards). Explained in the rank-one convergence chapter.
+    (``loop``: its ``out_dir``, ``shard``, ``force``). Explained in the rank-one convergence
+    chapter.
     """
     device = resolve_device(device)
     result = RankOneResult(config, settings={"dtype": str(dtype)})
@@ -193,7 +192,7 @@ def run_rank_one(
         return history
 
     keys = [(seed, std) for seed in config.seeds for std in config.init_stds]
-    return run_keys(result, keys, run, out_dir=out_dir, shard=shard, force=force)
+    return run_keys(result, keys, run, **loop)
 
 
 def report(result: RankOneResult, out: Path) -> None:
@@ -203,7 +202,7 @@ def report(result: RankOneResult, out: Path) -> None:
     for seed in result.config.seeds:
         for std, value in result.largest("trajectory_distance", seed).items():
             print(f"seed {seed}, init {std:g}: largest trajectory distance {value:.3g}")
-        rank_one_figure(result, seed).savefig(out / f"figure-seed{seed}.png", bbox_inches="tight")
+        save_figure(rank_one_figure(result, seed), out, seed)
     print(f"results in {out / 'results.json'}, figures in {out}/figure-seed*.png")
 
 
