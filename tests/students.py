@@ -19,23 +19,20 @@ SCORES = {
     "cp_norm_law": {
         "untouched": (0, 0, 0, 0),
         "correct": (3, 2, 3, 2),
-        "autograd": (3, 2, 3, 2),  # autograd in parts 2 and 3, np.gradient in part 4
+        "autograd": (3, 2, 3, 2),  # autograd in parts 2 and 3, and a test cell deleted
         "bug": (3, 2, 1, 2),  # the rates lack the factor N: only the zero component passes
         "forbidden": (0, 0, 0, 2),  # tflib in parts 1 to 3, where the task rules it out
         "tampering": (3, 2, 3, 2),  # a wrong gradient passes, with torch.allclose replaced: flagged
-        "deleted": (3, 2, 3, 2),  # a test cell deleted: nbgrader puts it back and grades it
     },
     "incremental_learning": {
         "untouched": (0, 0, 0, 0),
         "correct": (3, 2, 3, 2),
-        "alternative": (3, 2, 3, 2),  # other formulas, vectorized, its own loops
-        "bug": (2, 2, 3, 2),  # N = 2 without the factor 2: part 4 still uses the right one
+        "bug": (2, 2, 3, 2),  # N = 2 without the factor 2; parts 2 to 4 written another way
     },
     "randomization": {
         "untouched": (0, 0, 0),
         "correct": (3, 2, 3),
-        "alternative": (3, 2, 3),  # its own split, shuffles and seeds, as the task allows
-        "bug": (3, 1, 3),  # no capping: part 3 runs with the instructor's mean_error
+        "bug": (3, 1, 3),  # no capping; its own split, shuffles and seeds, as the task allows
         "madeup": (3, 2, 0),  # numbers made up from the label variances, no training
     },
 }
@@ -102,19 +99,16 @@ def loss_gradient(tensor, indices, targets):
 }
 
 INCREMENTAL_LEARNING = {
-    "alternative": {
-        "time-to-reach": '''
+    "bug": {
+        "time-to-reach": """
 def time_to_reach(x0, x1, c, order):
-    """x^(2/N - 1) changes linearly in time; N = 2 is the logarithm's case."""
-    if x0 <= 0 or x1 < x0 or c <= 0 or order < 1 or int(order) != order:
-        raise ValueError(f"bad arguments {x0, x1, c, order}")
-    if x1 == math.inf:
-        return x0 ** (2 / order - 1) / ((order - 2) * c) if order > 2 else math.inf
+    if not (x0 > 0 and c > 0 and x1 >= x0 and order >= 1 and order == int(order)):
+        raise ValueError("bad arguments")
     if order == 2:
-        return (math.log(x1) - math.log(x0)) / (2 * c)
-    power = 2 / order - 1
-    return (x0**power - x1**power) / ((order - 2) * c)
-''',
+        return math.log(x1 / x0) / c
+    exponent = 2 / order - 1
+    return (x1**exponent - x0**exponent) / ((2 - order) * c)
+""",
         "takeoff-time": '''
 def takeoff_time(times, values, level):
     """Vectorized: the first record at or above each level, and the one before it."""
@@ -164,21 +158,10 @@ def compare(kind, order):
     return takeoff_time(times, values, strengths / 10), np.array(predicted)
 """,
     },
-    "bug": {
-        "time-to-reach": """
-def time_to_reach(x0, x1, c, order):
-    if not (x0 > 0 and c > 0 and x1 >= x0 and order >= 1 and order == int(order)):
-        raise ValueError("bad arguments")
-    if order == 2:
-        return math.log(x1 / x0) / c
-    exponent = 2 / order - 1
-    return (x1**exponent - x0**exponent) / ((2 - order) * c)
-""",
-    },
 }
 
 RANDOMIZATION = {
-    "alternative": {
+    "bug": {
         "make-task": '''
 def make_task(images, labels, variant, *, levels, positive, n_train, seed):
     """Split by sorting seeded uniform numbers; shuffles and noise of its own, seeded apart."""
@@ -196,16 +179,6 @@ def make_task(images, labels, variant, *, levels, positive, n_train, seed):
         parts.append(completion_data(features, targets, levels))
     return parts[0], parts[1]
 ''',
-        "mean-error": """
-def mean_error(outputs, targets, value=2.0, cap=False):
-    targets = targets.reshape(-1, *[1] * (outputs.ndim - 1))
-    errors = ((outputs - targets) / value) ** 2
-    if cap:
-        errors = torch.minimum(errors, torch.ones_like(errors))
-    return errors.mean(dim=0)
-""",
-    },
-    "bug": {
         "mean-error": """
 def mean_error(outputs, targets, value=2.0, cap=False):
     if outputs.ndim == 2:
