@@ -450,23 +450,25 @@ def test_tampering_is_flagged_for_review(course):
                 assert not any(grades[g]["needs"] for g in grades if g.startswith("test-"))
 
 
+def code_lines(text: str) -> set[str]:
+    """The lines of a text, stripped, and without the arrows and line numbers of a traceback."""
+    return {re.sub(r"^\s*(-*>)?\s*\d+\s", "", line).strip() for line in text.split("\n")}
+
+
 def page_lines(path: Path) -> set[str]:
-    """The lines of text of an HTML page (tags dropped, entities decoded), stripped."""
-    text = html.unescape(re.sub(r"<[^>]+>", "", path.read_text()))
-    return {line.strip() for line in text.split("\n")}
+    """The lines of an HTML page (tags dropped, entities decoded)."""
+    return code_lines(html.unescape(re.sub(r"<[^>]+>", "", path.read_text())))
 
 
 def traceback_lines(notebook: nbformat.NotebookNode) -> set[str]:
-    """The code lines the tracebacks of a notebook's test cells quote, without colours, arrows
-    and line numbers."""
+    """The lines of the tracebacks of a notebook's test cells (colours dropped)."""
     text = "\n".join(
         "\n".join(output.traceback)
         for cell in filter(is_test, notebook.cells)
         for output in cell.outputs
         if output.output_type == "error"
     )
-    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
-    return {re.sub(r"^\s*(-*>)?\s*\d+\s", "", line).strip() for line in text.split("\n")}
+    return code_lines(re.sub(r"\x1b\[[0-9;]*m", "", text))
 
 
 @pytest.mark.parametrize("path", ASSIGNMENTS, ids=lambda p: p.stem)
