@@ -7,7 +7,6 @@ import json
 import re
 
 import pytest
-import yaml
 from conftest import ROOT, toc_pages
 
 NOTEBOOKS = sorted(
@@ -51,19 +50,6 @@ def test_chapter_follows_the_template(path):
     for part in ("Learning goals", "{prf:theorem}", "{exercise}", "{solution}", "## Summary"):
         assert part in text, f"{path.name} lacks {part}"
     assert "assert " in text, "a chapter has check cells that assert its claims"
-
-
-@pytest.mark.parametrize("path", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
-def test_chapter_installs_tflib_when_launched_outside_the_repository(path):
-    """The first code cell installs tflib from the repository the launch buttons open, only where
-    it is missing (so it prints nothing under nbval), and is hidden in the book."""
-    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
-    first = next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
-    source = "".join(first["source"])
-    assert 'if importlib.util.find_spec("tflib") is None:' in source
-    assert f'%pip install --quiet "tflib @ git+{url}"' in source
-    assert "remove-cell" in first["metadata"].get("tags", [])
-    assert first["outputs"] == []
 
 
 def test_running_page_times_every_chapter_and_lists_every_experiment():

@@ -8,6 +8,9 @@ Each module holds one concept of the book: :mod:`tflib.cp` (CP tensors), :mod:`t
 paper's experiments).
 """
 
+#: The course's version (``pyproject.toml``'s): the chapters' install cells check for it.
+__version__ = "0.2.0"
+
 from tflib import data, metrics, theory
 from tflib.cp import CPFactorization, component_norms, cp_entries, cp_to_tensor, khatri_rao
 from tflib.devices import default_device
