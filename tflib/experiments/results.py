@@ -55,12 +55,9 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
         device = torch.device(device)
     except RuntimeError:
         raise InputError(f"unknown device {device!r}: use cpu, cuda or mps") from None
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": default_device().type == "mps",
-    }
-    if not available.get(device.type, False):
+    available = {"cpu"} | ({"cuda"} if torch.cuda.is_available() else set())
+    available |= {"mps"} if torch.backends.mps.is_available() else set()
+    if device.type not in available:
         raise InputError(f"there is no {device.type} device on this machine; use --device cpu")
     return device
 
