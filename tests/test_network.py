@@ -93,6 +93,27 @@ def test_outputs_equal_cp_entries_of_the_factors():
     torch.testing.assert_close(model(indices), cp_entries(model.factors, indices, "gather"))
 
 
+@pytest.mark.parametrize(
+    "edits",
+    [
+        [(0, 1, -1.0)],  # one negative factor at a mode's reference level: few columns counted
+        [(0, 1, -1.0), (1, 1, -1.0)],  # both levels of mode 0 negative: a constant sign
+        [(4, 0, -1.0), (7, 2, 0.0)],  # a negative and a zero at non-reference levels
+        [(r, c, -1.0) for r in range(0, 14, 2) for c in range(3)],  # most columns: dense product
+    ],
+)
+def test_signs_and_zeros_counted_over_few_columns_match_brute_force(edits):
+    shape = (2, 3, 2, 4, 2, 2)
+    model = CPNetwork(shape, 3, 0.3, 1.0, seed=7, dtype=torch.float64)
+    with torch.no_grad():
+        for row, column, factor in edits:
+            model.weight[row, column] *= factor
+    indices = random_indices(shape, 60, seed=7)
+    np.testing.assert_allclose(
+        model(indices).detach().numpy(), brute_force_entries(model.factors, indices), rtol=1e-10
+    )
+
+
 # --- hundreds of positions ---------------------------------------------------------------------
 
 

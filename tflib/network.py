@@ -13,9 +13,11 @@ Step 3 multiplies N numbers per channel: for N = 784 (binary MNIST) the product 
 in float32 long before the end. So it is computed in the log domain. With :math:`l_r` the sum of
 :math:`\log |[\mathbf{h}_n]_r|` over the non-zero factors, :math:`s_r` the number of negative ones
 and :math:`z_r` the number of zeros, :math:`p_r = (-1)^{s_r} e^{l_r} [z_r = 0]`. All three sums
-are linear in the one-hot inputs, so one matrix product of the encoded inputs, shape (B, K), with a
-table of shape (K, 3R) evaluates a whole batch (the sign and zero columns are left out while no
-factor is negative or zero); the gradient is one more matrix product.
+are linear in the one-hot inputs, so matrix products of the encoded inputs, shape (B, K), with
+tables of shape (K, R) evaluate a whole batch: one for :math:`l_r`, and one for the counts
+:math:`s_r` and :math:`z_r` over only the inputs' columns at which some factor's sign (or being
+zero) differs from its mode's reference level, usually few (none while every factor is positive);
+the gradient is one more matrix product.
 
 Explained in the "Tensor completion as prediction" chapter; the engine of the "Natural vs. random
 data" chapter.
@@ -35,13 +37,9 @@ from tflib.cp import component_norms, cp_to_tensor
 
 
 def _log_table(weight: torch.Tensor) -> torch.Tensor:
-    """Per entry of ``weight`` (K, R): log|w| (0 where w = 0), then, only if some entry is zero
-    or negative, the indicators w = 0 and w < 0 as further blocks of R columns; zero columns pad
-    the width to a multiple of 16, where matrix products run fastest."""
-    zero, negative = weight == 0, weight < 0
-    blocks = [torch.where(zero, 0.0, weight.abs().log())]
-    blocks += [m.to(weight.dtype) for m in (zero, negative) if m.any()]
-    return _padded(torch.cat(blocks, dim=1))
+    """log|w| per entry of ``weight`` (K, R), 0 where w = 0, padded with zero columns to a width
+    that is a multiple of 16, where matrix products run fastest."""
+    return _padded(torch.where(weight == 0, 0.0, weight.abs().log()))
 
 
 def _padded(matrix: torch.Tensor) -> torch.Tensor:
@@ -77,27 +75,42 @@ class _Layout:
         return (indices[:, self.mode] == self.level).to(dtype)
 
 
+def _relative(table: torch.Tensor, layout: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """A per-row table as what the encoded inputs multiply: the rows of the non-reference levels
+    minus their mode's reference row, shape (K, ·), and the sum of the reference rows."""
+    return table[layout.rows] - table[layout.reference], table[layout.offsets].sum(dim=0)
+
+
+def _counts(encoded: torch.Tensor, indicators: torch.Tensor, layout: _Layout) -> torch.Tensor:
+    """For every input, the number of its selected factors at which each column of the 0/1
+    ``indicators`` (one row per factor row) is 1: a matrix product over only the encoded columns
+    whose level and reference differ in some column, shape (B, ·); exact integers."""
+    relative, base = _relative(indicators.to(encoded.dtype), layout)
+    used = relative.ne(0).any(dim=1).nonzero().flatten()
+    if len(used) > relative.shape[0] // 2:  # most columns differ: the whole product is cheaper
+        return torch.addmm(base, encoded, relative)
+    return torch.addmm(base, encoded.index_select(1, used), relative.index_select(0, used))
+
+
 def _components(
     encoded: torch.Tensor, weight: torch.Tensor, layout: _Layout
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Every channel's product :math:`p_r` for every input, shape (B, R), and, if some factor is
     zero, the product of each channel's non-zero factors where exactly one is zero (what the
-    gradient at that zero needs; None otherwise)."""
-    rank, has_zero, has_negative = (
-        weight.shape[1],
-        bool((weight == 0).any()),
-        bool((weight < 0).any()),
-    )
-    table = _log_table(weight)
-    relative = table[layout.rows] - table[layout.reference]
-    sums = torch.addmm(table[layout.offsets].sum(dim=0), encoded, relative)
-    magnitude = sums[:, :rank].exp()
-    if has_negative:
-        negatives = sums[:, (1 + has_zero) * rank : (2 + has_zero) * rank]
-        magnitude = torch.where(torch.remainder(negatives.round(), 2) == 1, -magnitude, magnitude)
-    if not has_zero:
+    gradient at that zero needs; None otherwise). Signs are counted only in the channels that
+    have a negative factor."""
+    relative, base = _relative(_log_table(weight), layout)
+    magnitude = torch.addmm(base, encoded, relative)[:, : weight.shape[1]].exp()
+    negative = weight < 0
+    if negative.any():
+        channels = negative.any(dim=0).nonzero().flatten()
+        odd = _counts(encoded, negative[:, channels], layout).round().to(torch.int32) & 1
+        flipped = magnitude.index_select(1, channels) * (1 - 2 * odd)
+        magnitude.index_copy_(1, channels, flipped)
+    zero = weight == 0
+    if not zero.any():
         return magnitude, None
-    zeros = sums[:, rank : 2 * rank].round()
+    zeros = _counts(encoded, zero, layout).round()
     return torch.where(zeros == 0, magnitude, 0.0), torch.where(zeros == 1, magnitude, 0.0)
 
 
@@ -208,9 +221,24 @@ class CPNetwork(nn.Module):
         outputs = products @ self.group_sum
         return outputs if self.grouped else outputs[:, 0]
 
+    def _check(self, indices: torch.Tensor) -> None:
+        """:func:`~tflib.cp.check_indices`, called only when a cheaper sufficient test (integer
+        inputs of the right shape, all within the smallest mode) fails; it then says what is wrong.
+        Checking mode by mode costs more than the rest of a step's elementwise work."""
+        if not (
+            isinstance(indices, torch.Tensor)
+            and indices.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+            and indices.ndim == 2
+            and indices.shape[1] == len(self.shape)
+            and len(indices) > 0
+            and 0 <= (extremes := torch.aminmax(indices))[0]
+            and extremes[1] < min(self.shape)
+        ):
+            check_indices(indices, self.shape)
+
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         """Outputs at the ``(B, N)`` inputs: shape (B,), or (B, G) for several ranks."""
-        check_indices(indices, self.shape)
+        self._check(indices)
         encoded = self.layout.encode(indices, self.weight.dtype)
         return self._outputs(_LogDomainProducts.apply(encoded, self.weight, self.layout))
 
@@ -218,13 +246,13 @@ class CPNetwork(nn.Module):
         self, indices: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The mean squared error (summed over the G models) and its gradient, in closed form."""
-        check_indices(indices, self.shape)
+        self._check(indices)
         with torch.no_grad():
             encoded = self.layout.encode(indices, self.weight.dtype)
             products, others = _components(encoded, self.weight, self.layout)
             residual = self._outputs(products) - (targets[:, None] if self.grouped else targets)
             loss = residual.square().mean(dim=0).sum()
-            grad = (2 / len(targets)) * (residual.reshape(len(targets), -1) @ self.group_sum.T)
+            grad = (residual.reshape(len(targets), -1) * (2 / len(targets))) @ self.group_sum.T
             gradient = _weight_gradient(grad, encoded, products, others, self.weight, self.layout)
         return loss, [gradient]
 
