@@ -3,6 +3,7 @@ after an interruption, shards and their merge, and the command line (on fake MNI
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import struct
@@ -16,7 +17,13 @@ from tflib import data
 from tflib.data import completion_data, load_digits, one_vs_all, quantize
 from tflib.experiments import NaturalConfig, NaturalResult, natural_config, run_natural
 from tflib.experiments.__main__ import main
-from tflib.experiments.natural import load_task, mean_errors, variant_data
+from tflib.experiments.natural import (
+    from_records,
+    load_task,
+    mean_errors,
+    records,
+    variant_data,
+)
 from tflib.network import CPNetwork
 from tflib.train import fit
 
@@ -271,6 +278,43 @@ def test_paper_config_is_the_papers_setting():
     assert config.variants == ("natural", "random_labels", "random_images")
 
 
+def test_records_keep_the_first_and_last_errors_and_read_back(tiny):
+    result, _ = tiny
+    entry = {"config": result.fingerprint(), "runs": records(result, points=2)}
+    entry = json.loads(json.dumps(entry))  # as stored
+    back = from_records(entry)
+    assert back.config == result.config and back.settings == result.settings
+    assert back.runs.keys() == result.runs.keys()
+    for key, history in back.runs.items():
+        whole = result.runs[key]
+        assert history.steps == [whole.steps[0], whole.steps[-1]]
+        assert history.status == whole.status
+        for split in ("train", "test", "loss"):
+            np.testing.assert_allclose(history[split], whole[split][[0, -1]], rtol=5e-4)
+    for split in ("train", "test"):
+        assert back.variance("digits", split) == pytest.approx(
+            result.variance("digits", split), 5e-4
+        )
+        np.testing.assert_allclose(
+            back.final_errors("digits", "natural", split),
+            result.final_errors("digits", "natural", split),
+            rtol=5e-4,
+        )
+    assert len(records(result, points=50)[0]["steps"]) == 4, "never more than recorded"
+
+
+def test_mnist5k_task_is_binarized_one_vs_all_of_4000_and_1000_images():
+    config = natural_config("book784")
+    assert config.datasets == ("mnist5k",)
+    (train_x, train_y), (test_x, test_y) = load_task("mnist5k", config)
+    assert train_x.shape == (4000, 28, 28) and test_x.shape == (1000, 28, 28)
+    assert set(torch.cat([train_x, test_x]).unique().tolist()) == {0, 1}
+    assert (train_y == 2).sum() == 400 and (test_y == 2).sum() == 100, "the sixes, as 2"
+    assert set(torch.cat([train_y, test_y]).unique().tolist()) == {0.0, 2.0}
+    other = load_task("mnist5k", natural_config("book784", positive=3))
+    assert not torch.equal(other[0][1], train_y) and (other[0][1] == 2).sum() == 400
+
+
 # --- the command line ----------------------------------------------------------------------------
 
 
@@ -325,6 +369,19 @@ def test_paper_scale_on_fake_mnist_files_is_refused_before_any_work(tmp_path, ca
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "60,000 images of 28 x 28" in error
     assert not out.exists()
+
+
+def test_cli_stores_records_that_read_back_as_the_results(tmp_path):
+    out, store = tmp_path / "out", tmp_path / "stored.json"
+    args = ["natural", "--out", str(out), "--epochs", "2", "--seeds", "3", "--no-progress"]
+    main([*args, "--store", str(store), "--name", "tiny"])
+    entry = json.loads(store.read_text())["tiny"]
+    assert entry["command"] == (
+        f"python -m tflib.experiments natural --out {out} --epochs 2 --seeds 3"
+    )
+    result = NaturalResult.load(out / "results.json")
+    assert from_records(entry).config == result.config
+    assert entry["runs"] == json.loads(json.dumps(records(result)))
 
 
 def test_cli_rejects_a_malformed_shard(tmp_path):

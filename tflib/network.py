@@ -222,7 +222,7 @@ class CPNetwork(nn.Module):
         return outputs if self.grouped else outputs[:, 0]
 
     def _check(self, indices: torch.Tensor) -> None:
-        """:func:`~tflib.cp.check_indices`, called only when a cheaper sufficient test (integer
+        """:func:`~tflib.checks.check_indices`, called only when a cheaper sufficient test (integer
         inputs of the right shape, all within the smallest mode) fails; it then says what is wrong.
         Checking mode by mode costs more than the rest of a step's elementwise work."""
         if not (

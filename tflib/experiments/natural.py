@@ -10,6 +10,7 @@ Explained in the "Natural vs. random data" chapter.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,14 @@ SCALES = {
         epochs=350,
         track_every=25,
     ),
+    "book784": NaturalConfig(
+        datasets=("mnist5k",),
+        normalize_init=True,
+        lr=5e-4,
+        batch_size=4000,
+        epochs=10_000,
+        track_every=100,
+    ),
     "paper": NaturalConfig(),
 }
 
@@ -120,6 +129,42 @@ class NaturalResult(Results):
         """The variance of the 0/1 labels of ``dataset``, the error of the best constant."""
         values = next(v for (name, _, _), v in self.values.items() if name == dataset)
         return values["variance"][("train", "test").index(split)]
+
+
+def records(result: NaturalResult, points: int = 21) -> list[dict]:
+    """What ``--store`` keeps of each run, small enough to store with the book: its key, status,
+    the label variances (train, test), and the loss and the train and test errors of every rank
+    at ``points`` evenly spaced records (the first and the last among them), to 4 significant
+    digits. :func:`from_records` reads them back."""
+
+    def rounded(values):
+        return np.vectorize(lambda v: float(f"{v:.4g}"), otypes=[float])(values).tolist()
+
+    runs = []
+    for (dataset, variant, seed), history in result.runs.items():
+        keep = np.unique(np.linspace(0, len(history.steps) - 1, points).round().astype(int))
+        runs.append(
+            {"dataset": dataset, "variant": variant, "seed": seed, "status": history.status}
+            | {"variance": rounded(result.values[dataset, variant, seed]["variance"])}
+            | {"steps": history["steps"][keep].tolist(), "loss": rounded(history["loss"][keep])}
+            | {split: rounded(history[split][keep]) for split in ("train", "test")}
+        )
+    return runs
+
+
+def from_records(entry: dict) -> NaturalResult:
+    """The :class:`NaturalResult` of a ``--store`` entry (its ``config`` and ``runs``), holding
+    only the stored records of each run, so that it plots and checks like the whole."""
+    names = {f.name for f in dataclasses.fields(NaturalConfig)}
+    stored = {k: tuple(v) if isinstance(v, list) else v for k, v in entry["config"].items()}
+    config = NaturalConfig(**{k: v for k, v in stored.items() if k in names})
+    result = NaturalResult(config, settings={k: entry["config"][k] for k in stored.keys() - names})
+    for run in entry["runs"]:
+        key = (run["dataset"], run["variant"], run["seed"])
+        metrics = {split: run[split] for split in ("train", "test")}
+        result.runs[key] = History(run["steps"], run["loss"], metrics, run["status"])
+        result.values[key] = {"variance": run["variance"]}
+    return result
 
 
 def load_task(name: str, config: NaturalConfig, data_dir=None) -> list[tuple[torch.Tensor, ...]]:
@@ -254,6 +299,7 @@ COMMAND = Command(
     NaturalResult,
     run_natural,
     report,
+    records,
     options=(("--epochs", {"type": int, "help": "override the epochs of each run"}),),
     run_options=(("--data-dir", {"help": "folder of the MNIST files (default $TFLIB_DATA)"}),),
 )
