@@ -96,10 +96,9 @@ SCALES = {
     "book784": NaturalConfig(
         datasets=("mnist5k",),
         normalize_init=True,
-        lr=5e-4,
-        batch_size=4000,
-        epochs=10_000,
-        track_every=100,
+        batch_size=500,
+        epochs=5000,
+        track_every=50,
     ),
     "paper": NaturalConfig(),
 }
@@ -300,6 +299,9 @@ COMMAND = Command(
     run_natural,
     report,
     records,
-    options=(("--epochs", {"type": int, "help": "override the epochs of each run"}),),
+    options=(
+        ("--epochs", {"type": int, "help": "override the epochs of each run"}),
+        ("--positive", {"type": int, "help": "override the positive class (default 6)"}),
+    ),
     run_options=(("--data-dir", {"help": "folder of the MNIST files (default $TFLIB_DATA)"}),),
 )
