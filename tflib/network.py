@@ -66,7 +66,11 @@ class _Layout:
         )
         self.level = torch.tensor([j for d in shape for j in range(1, d)], device=device)
         self.offsets = torch.tensor(offsets, device=device)
+        self.modes = len(shape)
         self.binary = all(d == 2 for d in shape)
+        if self.binary:  # rows 2n and 2n + 1: strided views select them faster than index lists
+            self.reference = self.offsets = slice(0, None, 2)
+            self.rows = slice(1, None, 2)
 
     def encode(self, indices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """The (B, K) indicators of the non-reference levels of each input."""
@@ -102,8 +106,8 @@ def _components(
     relative, base = _relative(_log_table(weight), layout)
     magnitude = torch.addmm(base, encoded, relative)[:, : weight.shape[1]].exp()
     negative = weight < 0
-    if negative.any():
-        channels = negative.any(dim=0).nonzero().flatten()
+    channels = negative.any(dim=0).nonzero().flatten()
+    if len(channels):
         odd = _counts(encoded, negative[:, channels], layout).round().to(torch.int32) & 1
         flipped = magnitude.index_select(1, channels) * (1 - 2 * odd)
         magnitude.index_copy_(1, channels, flipped)
@@ -131,9 +135,12 @@ def _weight_gradient(
     rank = weight.shape[1]
     weighted = grad * products if others is None else torch.cat([grad * products, grad * others], 1)
     selected = (_padded(weighted).T @ encoded).T[:, : weighted.shape[1]]
-    per_mode = selected.new_zeros(len(layout.offsets), selected.shape[1])
+    per_mode = selected  # binary modes have one non-reference level each
+    if not layout.binary:
+        per_mode = selected.new_zeros(layout.modes, selected.shape[1])
+        per_mode.index_add_(0, layout.mode, selected)
     by_row = selected.new_empty(weight.shape[0], selected.shape[1])
-    by_row[layout.offsets] = weighted.sum(dim=0) - per_mode.index_add_(0, layout.mode, selected)
+    by_row[layout.offsets] = weighted.sum(dim=0) - per_mode
     by_row[layout.rows] = selected
     if others is None:
         return by_row / weight
