@@ -96,9 +96,9 @@ SCALES = {
     "book784": NaturalConfig(
         datasets=("mnist5k",),
         normalize_init=True,
-        batch_size=500,
-        epochs=5000,
-        track_every=50,
+        batch_size=4000,
+        epochs=20_000,
+        track_every=100,
     ),
     "paper": NaturalConfig(),
 }
