@@ -36,10 +36,13 @@ from tflib.checks import check_indices, check_number
 from tflib.cp import component_norms, cp_to_tensor
 
 
-def _log_table(weight: torch.Tensor) -> torch.Tensor:
+def _log_table(weight: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """log|w| per entry of ``weight`` (K, R), 0 where w = 0, padded with zero columns to a width
-    that is a multiple of 16, where matrix products run fastest."""
-    return _padded(torch.where(weight == 0, 0.0, weight.abs().log()))
+    that is a multiple of 16, where matrix products run fastest; and whether some w is 0."""
+    magnitude = weight.abs()
+    has_zero = bool(magnitude.amin() == 0)
+    logs = torch.where(magnitude == 0, 0.0, magnitude.log()) if has_zero else magnitude.log_()
+    return _padded(logs), has_zero
 
 
 def _padded(matrix: torch.Tensor) -> torch.Tensor:
@@ -103,18 +106,18 @@ def _components(
     zero, the product of each channel's non-zero factors where exactly one is zero (what the
     gradient at that zero needs; None otherwise). Signs are counted only in the channels that
     have a negative factor."""
-    relative, base = _relative(_log_table(weight), layout)
+    table, has_zero = _log_table(weight)
+    relative, base = _relative(table, layout)
     magnitude = torch.addmm(base, encoded, relative)[:, : weight.shape[1]].exp()
-    negative = weight < 0
-    channels = negative.any(dim=0).nonzero().flatten()
+    channels = (weight.amin(dim=0) < 0).nonzero().flatten()  # those with a negative factor
     if len(channels):
-        odd = _counts(encoded, negative[:, channels], layout).round().to(torch.int32) & 1
+        negative = weight.index_select(1, channels) < 0
+        odd = _counts(encoded, negative, layout).round().to(torch.int32) & 1
         flipped = magnitude.index_select(1, channels) * (1 - 2 * odd)
         magnitude.index_copy_(1, channels, flipped)
-    zero = weight == 0
-    if not zero.any():
+    if not has_zero:
         return magnitude, None
-    zeros = _counts(encoded, zero, layout).round()
+    zeros = _counts(encoded, weight == 0, layout).round()
     return torch.where(zeros == 0, magnitude, 0.0), torch.where(zeros == 1, magnitude, 0.0)
 
 
