@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,6 +314,23 @@ def test_mnist5k_task_is_binarized_one_vs_all_of_4000_and_1000_images():
     assert set(torch.cat([train_y, test_y]).unique().tolist()) == {0.0, 2.0}
     other = load_task("mnist5k", natural_config("book784", positive=3))
     assert not torch.equal(other[0][1], train_y) and (other[0][1] == 2).sum() == 400
+
+
+STORED = Path(__file__).parents[1] / "book" / "data" / "natural.json"
+
+
+def test_the_stored_order_784_record_is_the_book784_scale_with_every_run():
+    """The chapter's figure comes from this record: it must be what the scale now says, for every
+    variant and seed, each run to its last epoch (regenerate it with its command otherwise)."""
+    entry = json.loads(STORED.read_text())["book784"]
+    result = from_records(entry)
+    assert result.config == natural_config("book784")
+    assert entry["command"].startswith("python -m tflib.experiments natural --scale book784")
+    expected = {("mnist5k", v, s) for v in result.config.variants for s in result.config.seeds}
+    assert set(result.runs) == expected
+    for history in result.runs.values():
+        assert history.status == "budget" and history.steps[-1] == result.config.epochs
+        assert history["train"].shape[1] == len(result.config.ranks)
 
 
 # --- the command line ----------------------------------------------------------------------------

