@@ -136,7 +136,7 @@ class NaturalResult(Results):
         return values["variance"][("train", "test").index(split)]
 
 
-def records(result: NaturalResult, points: int = 21) -> list[dict]:
+def records(result: NaturalResult, points: int = 51) -> list[dict]:
     """What ``--store`` keeps of each run, small enough to store with the book: its key, status,
     the label variances (train, test), and the loss and the train and test errors of every rank
     at ``points`` evenly spaced records (the first and the last among them), to 4 significant
