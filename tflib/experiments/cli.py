@@ -204,6 +204,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
                 progress=not args.no_progress,
                 shard=args.shard,
                 force=args.force,
+                log=print,
                 **{name: getattr(args, name) for name in _names(command.run_options)},
             )
     except InputError as error:

@@ -294,10 +294,18 @@ class ResultsFolder:
             self.lock.unlink()
 
 
+def _named(names: Sequence[str], key: tuple, gap: str = "") -> list[str]:
+    """Each part of ``key`` after its name (``seed0``, or ``seed 0`` with a ``gap``)."""
+    return [
+        f"{n}{gap if n else ''}{v:g}" if isinstance(v, float) else f"{n}{gap if n else ''}{v}"
+        for n, v in zip(names, key)
+    ]
+
+
 def checkpoint_path(folder: str | Path, names: Sequence[str], key: tuple, part: str = "") -> Path:
-    """Where the run ``key`` checkpoints in ``folder``: its key, named (``seed0_init_std0.01.pt``),
-    and the ``part`` of the run, if any (``seed0_init_std0.01_plateau.pt``)."""
-    named = [f"{n}{v:g}" if isinstance(v, float) else f"{n}{v}" for n, v in zip(names, key)]
+    """Where the run ``key`` checkpoints in ``folder``: its key, named (``seed0_init0.01.pt``),
+    and the ``part`` of the run, if any (``seed0_init0.01_plateau.pt``)."""
+    named = _named(names, key)
     return Path(folder) / f"{'_'.join([*named, part] if part else named)}.pt"
 
 
@@ -314,10 +322,12 @@ def run_keys(
     out_dir: str | Path | None = None,
     shard: tuple[int, int] | None = None,
     force: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> Results:
     """Train every key of ``keys`` in ``shard`` that has no finished run, in order, into
     ``result``; with ``out_dir``, claimed as a :class:`ResultsFolder`, each run checkpoints there
-    and the results file is rewritten after each. Stops at the first interrupted run.
+    and the results file is rewritten after each. Stops at the first interrupted run. ``log``
+    receives a line per finished run (its key, how it ended, its steps).
 
     Explained in the API page: this is the loop of every experiment.
     """
@@ -336,6 +346,9 @@ def run_keys(
             result.runs[key] = history = run(key, checkpoints(key))
             if history.status == "interrupted":
                 break
+            if log is not None:
+                named = ", ".join(_named(result.key_names, key, " "))
+                log(f"{named}: {history.status} at step {history.steps[-1]:,}")
             if folder is not None:
                 result.save(folder.results)
     finally:
