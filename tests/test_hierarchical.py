@@ -440,3 +440,15 @@ def test_records_compare_the_solution_with_the_target_node_by_node(tiny):
     assert len(record["ranks"]) == len(record["effective_ranks"]) == 6
     assert record["error"] == pytest.approx(history["error"][-1], rel=1e-3)
     assert record["steps"] == 60 and isinstance(record["in_turn"], bool)
+
+
+def test_records_keep_the_error_at_the_first_record_below_each_loss_level(tiny):
+    from tflib.experiments.hierarchical import LOSS_LEVELS, run_records
+
+    (record,) = run_records(tiny)
+    history = tiny.history()
+    for level in LOSS_LEVELS:
+        below = np.flatnonzero(history["loss"] < level)
+        expected = history["error"][below[0]] if len(below) else None
+        stored = record["error_at_loss"][f"{level:g}"]
+        assert stored == expected or stored == pytest.approx(expected, rel=1e-3)

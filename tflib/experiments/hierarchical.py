@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from tflib.data import random_hierarchical_tensor
@@ -164,10 +165,17 @@ def run_hierarchical(
 #: A singular value of a matricization counts towards its rank above this share of the largest.
 RANK_RTOL = 1e-2
 
+#: The training losses at which the records keep the reconstruction error, to compare two runs
+#: at the same fit of their observations.
+LOSS_LEVELS = (1e-1, 1e-2, 1e-3, 1e-4)
+
 
 def run_records(result: HierarchicalResult) -> list[dict]:
     """The final numbers of every run, four significant digits: ``seed``, ``status`` (as in
-    :class:`~tflib.train.History`), ``steps``, ``loss``, ``error``; at the nodes below the root,
+    :class:`~tflib.train.History`), ``steps``, ``loss``, ``error``, the loss halfway through
+    (``halfway_loss``: at the record closest to half the steps) and ``error_at_loss``, the error
+    at the first record whose loss is below each of :data:`LOSS_LEVELS` (None where it never
+    was); at the nodes below the root,
     the ranks of the solution's matricizations (``ranks``: singular values above
     :data:`RANK_RTOL` times the largest) and their ``effective_ranks``, beside the target's
     (``target_ranks``, ``target_effective_ranks``); at the root, how its local components rose:
@@ -188,9 +196,16 @@ def run_records(result: HierarchicalResult) -> list[dict]:
         values, root = history["singular_values"][-1], history["norms"][:, -1]
         k = min(target_ranks[nodes.index(tree[-2][0])], root.shape[1])
         starts, ends = rise_steps(history["steps"], root, k)
+        steps, loss, error = history["steps"], history["loss"], history["error"]
+        at_loss = {}
+        for level in LOSS_LEVELS:
+            below = loss < level
+            at_loss[f"{level:g}"] = _digits(error[below.argmax()]) if below.any() else None
         records.append(
             {"seed": seed, "status": history.status, "steps": history.steps[-1]}
-            | {"loss": _digits(history.loss[-1]), "error": _digits(history["error"][-1])}
+            | {"loss": _digits(loss[-1]), "error": _digits(error[-1])}
+            | {"halfway_loss": _digits(loss[np.abs(steps - steps[-1] / 2).argmin()])}
+            | {"error_at_loss": at_loss}
             | {"ranks": (values > RANK_RTOL * values[:, :1]).sum(axis=1).tolist()}
             | {"effective_ranks": [_digits(e) for e in history["effective_ranks"][-1]]}
             | {"target_ranks": target_ranks}
