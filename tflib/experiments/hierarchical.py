@@ -246,5 +246,6 @@ COMMAND = Command(
         ("--mode-order", {"type": int, "nargs": "+", "help": "rearrange the target's modes"}),
         ("--n-observations", {"type": int, "help": "override the observed entries"}),
         ("--max-steps", {"type": int, "help": "override the step budget of each run"}),
+        ("--loss-tol", {"type": float, "help": "override the training loss that stops a run"}),
     ),
 )
