@@ -119,6 +119,7 @@ def test_a_changed_config_into_an_old_out_is_refused_naming_the_fields(
         (["dynamics-study", "--lr", "nan"], "lr must be a finite number > 0, got nan"),
         (["dynamics", "--device", "tpu"], "unknown device 'tpu'"),
         (["dynamics", "--scale", "huge"], "invalid choice: 'huge'"),
+        (["dynamics", "--store", "x.json"], "--store keeps per-run records, which dynamics has"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_status_2_before_any_work(

@@ -60,13 +60,13 @@ def sum_of_squares(m):
     return sum(float(p.detach().pow(2).sum()) for p in m.parameters())
 
 
-def interrupting_metric(at_step_call):
-    """A metric that sends SIGINT to this process on its ``at_step_call``-th call (from 0)."""
+def interrupting_metric(at_step_call, signum=signal.SIGINT):
+    """A metric that sends ``signum`` to this process on its ``at_step_call``-th call (from 0)."""
     calls = {"n": 0}
 
     def metric(m):
         if calls["n"] == at_step_call:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         calls["n"] += 1
         return sum_of_squares(m)
 
@@ -423,14 +423,16 @@ def test_fit_rejects_data_on_another_device_than_the_model():
 # --- Ctrl-C, checkpoints and resuming -------------------------------------------------------------
 
 
-def test_sigint_stops_training_with_status_interrupted(sigint_guard):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_or_sigterm_stops_training_with_status_interrupted(sigint_guard, signum):
+    previous_sigterm = signal.signal(signal.SIGTERM, raising_handler)
     indices, targets = problem()
     history = fit(
         model(),
         indices,
         targets,
         steps=40,
-        track={"size": interrupting_metric(at_step_call=2)},
+        track={"size": interrupting_metric(at_step_call=2, signum=signum)},
         track_every=5,
         progress=False,
     )
@@ -438,6 +440,7 @@ def test_sigint_stops_training_with_status_interrupted(sigint_guard):
     assert history.steps == [0, 5, 10]
     assert len(history["size"]) == 3
     assert signal.getsignal(signal.SIGINT) is sigint_guard
+    assert signal.signal(signal.SIGTERM, previous_sigterm) is raising_handler
 
 
 @pytest.mark.parametrize("optimizer", ["gd", "adaptive_gd", "adam"])

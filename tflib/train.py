@@ -194,7 +194,8 @@ def load_checkpoint(path: str | Path) -> dict:
 
 @contextlib.contextmanager
 def _interrupt_between_steps() -> Iterator[dict]:
-    """Turn Ctrl-C into a flag checked between steps, so a step is never left half done."""
+    """Turn Ctrl-C (SIGINT) and a job scheduler's SIGTERM into a flag checked between steps, so
+    a step is never left half done and the run is checkpointed before it stops."""
     flag = {"raised": False}
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -203,11 +204,12 @@ def _interrupt_between_steps() -> Iterator[dict]:
     def handler(signum: int, frame: object) -> None:
         flag["raised"] = True
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
 def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:

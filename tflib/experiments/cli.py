@@ -213,6 +213,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
     command, out = args.command, Path(args.out)
     try:
         config = command.config(args.scale, **_overrides(args, command.options))
+        if args.store and command.records is None:
+            raise ValueError(f"--store keeps per-run records, which {command.name} has none of")
     except (ValueError, TypeError) as error:
         _fail(args, error)
     try:
