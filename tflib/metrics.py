@@ -106,7 +106,7 @@ def rise_steps(
     """
     values = torch.as_tensor(values)[:, :k]
     final = values[-1]
-    steps = list(steps)
+    steps = [int(step) for step in steps]
     starts = [steps[i] for i in (values > low * final).int().argmax(dim=0).tolist()]
     ends = [steps[i] for i in (values > high * final).int().argmax(dim=0).tolist()]
     return starts, ends
