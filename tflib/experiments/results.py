@@ -47,7 +47,7 @@ def seed_for(seed: int, part: int, draw: int = 0) -> int:
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``device``, or the best one available (:func:`~tflib.default_device`) if None; an
+    """``device``, or the best one available (:func:`~tflib.devices.default_device`) if None; an
     :class:`InputError` if this machine has no such device."""
     if device is None:
         return default_device()
@@ -228,6 +228,8 @@ def _overlap(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # an empty or damaged lock file
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -274,7 +276,8 @@ class ResultsFolder:
         self.lock = self.results.with_name(self.results.name + ".lock")
         for _ in range(2):  # a second look catches a process that claimed at the same moment
             for other in self.path.glob("results*.json.lock"):
-                pid = int(other.read_text() or 0)
+                text = other.read_text().strip()
+                pid = int(text) if text.isdigit() else 0
                 if pid != os.getpid() and _overlap(_shard_of(other.name), self.shard):
                     if _alive(pid):
                         raise InputError(
