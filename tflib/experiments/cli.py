@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import json
 import sys
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,30 @@ def store(path: str | Path, name: str, entry: dict) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stored = json.loads(path.read_text()) if path.exists() else {}
         write_json(path, stored | {name: entry})
+
+
+#: Where a chapter launched outside the repository (Colab, Binder) finds the stored records.
+REPOSITORY = "https://raw.githubusercontent.com/implicit-regularization/tensor-factorization-course"
+STORED_AT = f"{REPOSITORY}/main/book"
+
+
+def load_store(path: str | Path) -> dict:
+    """The entries of a ``--store`` file, by its path relative to the book's folder (the chapters
+    run from ``book/``, and keep their records in ``book/data``). Outside a clone of the course's
+    repository, the file is fetched from it.
+
+    Explained in the Matrix factorization chapter.
+    """
+    path = Path(path)
+    if not path.exists():
+        try:
+            path = Path(urllib.request.urlretrieve(f"{STORED_AT}/{path.as_posix()}")[0])
+        except OSError as error:
+            raise FileNotFoundError(
+                f"book/{path.as_posix()} holds stored records: run the notebook from book/ in a "
+                "clone of the course's repository"
+            ) from error
+    return json.loads(path.read_text())
 
 
 class Parser(argparse.ArgumentParser):
