@@ -16,6 +16,7 @@ import test_matrix
 import test_natural
 import test_rank_one
 
+import tflib
 import tflib.train
 from tflib.experiments import dynamics, dynamics_study, hierarchical, matrix, natural, rank_one
 from tflib.experiments.__main__ import main
@@ -221,4 +222,5 @@ def test_load_store_outside_the_repository_fetches_from_it_or_says_where_to_run(
     from conftest import ROOT
 
     url = re.search(r"url: (\S+)", (ROOT / "_config.yml").read_text()).group(1)
-    assert cli.STORED_AT.startswith(url.replace("github.com", "raw.githubusercontent.com"))
+    pinned = f"{url.replace('github.com', 'raw.githubusercontent.com')}/v{tflib.__version__}/"
+    assert cli.STORED_AT.startswith(pinned), "records come from this version's tag, not main"

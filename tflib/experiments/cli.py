@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from tflib import __version__
 from tflib.experiments.results import (
     InputError,
     Results,
@@ -163,9 +164,10 @@ def store(path: str | Path, name: str, entry: dict) -> None:
         write_json(path, stored | {name: entry})
 
 
-#: Where a chapter launched outside the repository (Colab, Binder) finds the stored records.
+#: Where a chapter launched outside the repository (Colab, Binder) finds the stored records: at
+#: the tag of this version of the course, so the records match the code that reads them.
 REPOSITORY = "https://raw.githubusercontent.com/implicit-regularization/tensor-factorization-course"
-STORED_AT = f"{REPOSITORY}/main/book"
+STORED_AT = f"{REPOSITORY}/v{__version__}/book"
 
 
 def load_store(path: str | Path) -> dict:

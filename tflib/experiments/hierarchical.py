@@ -28,6 +28,7 @@ from tflib.experiments.results import (
     resolve_device,
     run_keys,
     seed_for,
+    significant,
 )
 from tflib.hierarchical import (
     HierarchicalFactorization,
@@ -200,24 +201,20 @@ def run_records(result: HierarchicalResult) -> list[dict]:
         at_loss = {}
         for level in LOSS_LEVELS:
             below = loss < level
-            at_loss[f"{level:g}"] = _digits(error[below.argmax()]) if below.any() else None
+            at_loss[f"{level:g}"] = significant(error[below.argmax()]) if below.any() else None
         records.append(
             {"seed": seed, "status": history.status, "steps": history.steps[-1]}
-            | {"loss": _digits(loss[-1]), "error": _digits(error[-1])}
-            | {"halfway_loss": _digits(loss[np.abs(steps - steps[-1] / 2).argmin()])}
+            | {"loss": significant(loss[-1]), "error": significant(error[-1])}
+            | {"halfway_loss": significant(loss[np.abs(steps - steps[-1] / 2).argmin()])}
             | {"error_at_loss": at_loss}
             | {"ranks": (values > RANK_RTOL * values[:, :1]).sum(axis=1).tolist()}
-            | {"effective_ranks": [_digits(e) for e in history["effective_ranks"][-1]]}
+            | {"effective_ranks": [significant(e) for e in history["effective_ranks"][-1]]}
             | {"target_ranks": target_ranks}
-            | {"target_effective_ranks": [_digits(e) for e in target_effective]}
+            | {"target_effective_ranks": [significant(e) for e in target_effective]}
             | {"root_rank": k, "jumps": count_jumps(root, 0.05 * root[-1, k - 1])}
             | {"in_turn": all(e < s for e, s in zip(ends, starts[1:]))}
         )
     return records
-
-
-def _digits(value: float) -> float:
-    return float(f"{value:.4g}")
 
 
 def report(result: HierarchicalResult, out: Path) -> None:

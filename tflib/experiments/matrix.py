@@ -32,6 +32,7 @@ from tflib.experiments.results import (
     resolve_device,
     run_keys,
     seed_for,
+    significant,
 )
 from tflib.matrix import DeepMatrixFactorization, nuclear_norm_completion
 from tflib.metrics import count_jumps, effective_rank, normalized_reconstruction_error, rise_steps
@@ -245,21 +246,17 @@ def run_records(result: MatrixResult) -> list[dict]:
         records.append(
             {"seed": seed, "observed": n, "method": f"depth {depth}", "init_std": std}
             | {"status": history.status, "steps": history.steps[-1]}
-            | {k: _digits(history[k][-1]) for k in ("loss", "error", "effective_rank")}
-            | {"lowest_effective_rank": _digits(history["effective_rank"].min())}
+            | {k: significant(history[k][-1]) for k in ("loss", "error", "effective_rank")}
+            | {"lowest_effective_rank": significant(history["effective_rank"].min())}
             | {"jumps": count_jumps(values, 0.05 * values[-1, rank - 1])}
             | {"in_turn": all(e < s for e, s in zip(ends, starts[1:]))}
         )
     for (seed, n), baseline in sorted(result.baselines.items()):
         records.append(
             {"seed": seed, "observed": n, "method": NUCLEAR}
-            | {k: _digits(baseline[k]) for k in ("error", "effective_rank")}
+            | {k: significant(baseline[k]) for k in ("error", "effective_rank")}
         )
     return records
-
-
-def _digits(value: float) -> float:
-    return float(f"{value:.4g}")
 
 
 def _config(scale: str, incremental: bool = False, **overrides) -> MatrixConfig:

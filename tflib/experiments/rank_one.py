@@ -25,6 +25,7 @@ from tflib.experiments.results import (
     resolve_device,
     run_keys,
     seed_for,
+    significant,
 )
 from tflib.metrics import largest_component_norms, normalized_reconstruction_error
 from tflib.metrics import rank_one_distance as distance_to_rank_one
@@ -215,16 +216,12 @@ def run_records(result: RankOneResult) -> list[dict]:
         left = distance > LEFT_RANK_ONE
         records.append(
             {"seed": seed, "init_std": std, "plateau": result.plateau(std, seed)}
-            | {"largest": {m: _digits(history[m].max()) for m in metrics}}
-            | {"closest": _digits(distance.min())}
+            | {"largest": {m: significant(history[m].max(), 3) for m in metrics}}
+            | {"closest": significant(distance.min(), 3)}
             | {"left": int(history["steps"][left.argmax()]) if left.any() else None}
-            | {k: _digits(history[k][-1]) for k in ("loss", "error", "rank_one_distance")}
+            | {k: significant(history[k][-1], 3) for k in ("loss", "error", "rank_one_distance")}
         )
     return records
-
-
-def _digits(value: float) -> float:
-    return float(f"{value:.3g}")
 
 
 def report(result: RankOneResult, out: Path) -> None:

@@ -46,6 +46,11 @@ def seed_for(seed: int, part: int, draw: int = 0) -> int:
     return 1000 * seed + part + 10**9 * draw
 
 
+def significant(value: float, digits: int = 4) -> float:
+    """``value`` rounded to ``digits`` significant digits, as the stored records keep numbers."""
+    return float(f"{value:.{digits}g}")
+
+
 def resolve_device(device: torch.device | str | None) -> torch.device:
     """``device``, or the best one available (:func:`~tflib.devices.default_device`) if None; an
     :class:`InputError` if this machine has no such device."""
