@@ -55,18 +55,6 @@ def exit_code(argv) -> int:
     return stopped.value.code
 
 
-@pytest.fixture
-def sigint_guard():
-    """Make a SIGINT that fit fails to catch fail the test instead of stopping pytest."""
-
-    def raising(signum, frame):
-        raise RuntimeError("SIGINT reached the test: fit did not catch it")
-
-    previous = signal.signal(signal.SIGINT, raising)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_ctrl_c_exits_130_and_the_same_command_resumes_to_the_uninterrupted_result(
     name, tmp_path, tiny_scales, monkeypatch, sigint_guard, capsys
