@@ -233,27 +233,42 @@ def test_step_size_refuses_an_optimizer_that_is_not_gradient_descent():
         step_size(opt)
 
 
-@pytest.mark.parametrize("optimizer, lr", [("adaptive_gd", 1e-2), ("gd", 0.5)])
-def test_timed_run_follows_run_dynamics_and_sums_the_step_sizes(tiny, optimizer, lr):
-    config = tiny_config()
-    if optimizer == "gd":
-        config = dynamics_config("book", **(TINY | {"optimizer": "gd", "lr": lr}))
-        reference = run_dynamics(config, device="cpu", dtype=torch.float64, progress=False)
-    else:
-        reference = tiny[0]
-    history, model = timed_run(config, 0, 0.1, 200, optimizer=optimizer, lr=lr, dtype=torch.float64)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"optimizer": "gd", "lr": 0.5},
+        {"loss_tol": 2e-3, "patience": 3},  # stops by the rule, at the same step as fit
+        {"loss_tol": 2e-3, "patience": None},  # stops at the first crossing
+    ],
+    ids=["adaptive", "plain", "patience", "first-crossing"],
+)
+def test_timed_run_follows_run_dynamics_and_sums_the_step_sizes(options):
+    config = dynamics_config("book", **(TINY | {"init_stds": (0.1,)} | options))
+    reference = run_dynamics(config, device="cpu", dtype=torch.float64, progress=False)
+    history, model = timed_run(config, 0, 0.1, dtype=torch.float64)
     expected = reference.history(0.1)
-    assert history.steps == expected.steps and history.status == "budget"
+    assert (history.steps, history.status) == (expected.steps, expected.status)
+    np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-9)
     np.testing.assert_allclose(history["norms"], expected["norms"], rtol=1e-9)
     np.testing.assert_allclose(history["error"], expected["error"], rtol=1e-9)
     time = history["time"]
     assert time[0] == 0 and np.all(np.diff(time) > 0)
-    if optimizer == "gd":
-        np.testing.assert_allclose(time, lr * history["steps"], rtol=1e-12)
+    if options.get("optimizer") == "gd":
+        np.testing.assert_allclose(time, options["lr"] * history["steps"], rtol=1e-12)
     full = brute_force_cp([f.detach().numpy() for f in model.factors])
     target = problem(config, 0, dtype=torch.float64)[0].numpy()
     error = np.linalg.norm(full - target) / np.linalg.norm(target)
     assert history["error"][-1] == pytest.approx(error, rel=1e-10)
+
+
+def test_timed_run_of_the_tiny_experiment_stops_where_its_rule_says():
+    converged = dynamics_config("book", **(TINY | {"loss_tol": 2e-3, "patience": 3}))
+    history, _ = timed_run(converged, 0, 0.1, dtype=torch.float64)
+    assert history.status == "converged" and history.steps[-1] < TINY["max_steps"]
+    losses = dict(zip(history.steps, history.loss))
+    last = [losses[s] for s in history.steps if s % TINY["track_every"] == 0][-3:]
+    assert all(loss < 2e-3 for loss in last)
 
 
 def test_sharpness_is_the_largest_eigenvalue_of_the_brute_force_hessian():

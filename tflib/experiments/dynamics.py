@@ -214,21 +214,20 @@ def timed_run(
     config: DynamicsConfig,
     seed: int,
     init_std: float,
-    steps: int,
     *,
     optimizer: str | None = None,
     lr: float | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[History, CPFactorization]:
-    """The run ``(seed, init_std)`` of the dynamics experiment for exactly ``steps`` iterations
-    (no stopping rule), with ``optimizer`` and ``lr`` in place of the config's if given, that also
-    records the *gradient-flow time* its iterations have covered: the sum of their step sizes
-    (:func:`step_size`).
+    """The run ``(seed, init_std)`` of the dynamics experiment, with ``optimizer`` and ``lr`` in
+    place of the config's if given, that also records the *gradient-flow time* its iterations
+    have covered: the sum of their step sizes (:func:`step_size`).
 
+    It stops as :func:`~tflib.train.fit` does with the config's ``loss_tol``, ``patience``,
+    ``track_every`` and ``max_steps``, and follows the same trajectory as :func:`run_dynamics`.
     Returns its history, which tracks "norms", "error" and "time" every ``config.track_every``
-    iterations, and the trained model. Up to the iteration where :func:`run_dynamics` stops, the
-    trajectory is that of ``run_dynamics``.
+    iterations and at the last, and the trained model.
 
     Explained in the CP dynamics chapter.
     """
@@ -245,25 +244,33 @@ def timed_run(
     parameters = list(model.parameters())
     opt = make_optimizer(optimizer or config.optimizer, parameters, lr or config.lr)
     history, time = History(metrics={"norms": [], "error": [], "time": []}), 0.0
-    for step in range(steps + 1):
+    below, step = 0, 0  # evaluations in a row with the loss below the tolerance; iterations done
+    while True:
         loss, gradients = loss_and_gradients(model, indices, targets)
-        if step % config.track_every == 0 or step == steps:
+        loss_value, evaluated = loss.item(), step % config.track_every == 0
+        if evaluated and config.patience is not None:
+            below = below + 1 if loss_value < config.loss_tol else 0
+        if config.patience is not None:
+            converged = below >= config.patience
+        else:
+            converged = loss_value < config.loss_tol
+        if evaluated or converged or step >= config.max_steps:
             history.steps.append(step)
-            history.loss.append(loss.item())
+            history.loss.append(loss_value)
             with torch.no_grad():
                 norms = largest_component_norms(parameters, config.n_tracked)
                 error = normalized_reconstruction_error(model.full(), target)
             history.metrics["norms"].append(norms.tolist())
             history.metrics["error"].append(float(error))
             history.metrics["time"].append(time)
-        if step == steps:
-            break
+        if converged or step >= config.max_steps:
+            history.status = "converged" if converged else "budget"
+            return history, model
         for parameter, gradient in zip(parameters, gradients):
             parameter.grad = gradient
         opt.step()
         time += step_size(opt)
-    history.status = "budget"
-    return history, model
+        step += 1
 
 
 def sharpness(
