@@ -39,7 +39,8 @@ SCALES = {
 
 
 def study_config(scale: str = "book", seed: int = 0, **overrides) -> DynamicsConfig:
-    """The study's configuration at a scale ("book" or "paper"), as :func:`dynamics_config`."""
+    """The study's configuration at a scale ("book" or "paper"), as
+    :func:`~tflib.experiments.dynamics.dynamics_config` gives the experiment's."""
     return config_at_scale(SCALES, scale, seed, **overrides)
 
 
