@@ -47,7 +47,7 @@ def seed_for(seed: int, part: int, draw: int = 0) -> int:
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``device``, or the best one available (:func:`~tflib.default_device`) if None; an
+    """``device``, or the best one available (:func:`~tflib.devices.default_device`) if None; an
     :class:`InputError` if this machine has no such device."""
     if device is None:
         return default_device()
