@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -132,3 +133,22 @@ def built_book(tmp_path_factory) -> Path:
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return out / "_build" / "html"
+
+
+class InterruptRaised(Exception):
+    """Raised by the SIGINT handler of :func:`sigint_guard`: fit failed to install its own."""
+
+
+def raising_handler(signum, frame):
+    raise InterruptRaised
+
+
+@pytest.fixture
+def sigint_guard():
+    """Route SIGINT to a handler that raises, so a fit that ignores Ctrl-C fails the test cleanly
+    instead of stopping the whole session; yields the handler, restores the previous one after."""
+    previous = signal.signal(signal.SIGINT, raising_handler)
+    try:
+        yield raising_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -55,6 +55,37 @@ def test_install_cell_pins_this_version_with_the_requirements(path):
     assert "torch==2.13.0" in packages and "matplotlib==3.11.2" in packages
 
 
+def repository_urls(source: str) -> list[str]:
+    """Every URL into the course's repository in ``source``, up to a quote, space or bracket
+    (so a URL that a cell completes from a variable is read without its completion)."""
+    path = re.escape(REPOSITORY.removeprefix("https://github.com/"))
+    return re.findall(rf"https?://[\w.-]+/{path}[^\s\"'\\)]*", source)
+
+
+def unpinned(urls: list[str]) -> list[str]:
+    """The URLs that do not name this version's tag (``.../v0.2.0/...`` or ``...@v0.2.0``)."""
+    return [u for u in urls if not re.search(rf"[/@]v{re.escape(VERSION)}(/|$)", u)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_download_from_the_repository_names_this_version(path):
+    """A notebook run outside the repository fetches what it needs (tflib, stored results) from
+    the version's tag, never from a branch that moves on."""
+    cells = json.loads(path.read_text())["cells"]
+    sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    urls = [url for source in sources for url in repository_urls(source)]
+    assert urls, f"{path.name}: at least the install cell downloads from the repository"
+    assert not unpinned(urls), f"{path.name}: pin these to v{VERSION}: {unpinned(urls)}"
+
+
+def test_the_download_check_flags_a_branch_and_a_url_completed_from_a_variable():
+    raw = REPOSITORY.replace("github.com", "raw.githubusercontent.com")
+    good = [f"{raw}/v{VERSION}/book/data/dynamics_study.json", f"git+{REPOSITORY}@v{VERSION}"]
+    bad = f'{raw}/main/book/data/x.json and BASE = "{raw}"; f"{{BASE}}/v{VERSION}/x"'
+    assert not unpinned(repository_urls(" ".join(good)))
+    assert unpinned(repository_urls(bad)) == [f"{raw}/main/book/data/x.json", raw]
+
+
 def test_install_cell_pins_every_dependency_of_tflib():
     listed = re.search(r"^dependencies = \[(.*?)\]", (ROOT / "pyproject.toml").read_text(), re.M)
     names = {re.split(r"[<>=!~ ]", d.strip(' "'))[0] for d in listed.group(1).split(",")}

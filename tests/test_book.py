@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 
@@ -61,11 +60,8 @@ def test_running_page_times_every_chapter_and_lists_every_experiment():
         rows = [line for line in text.splitlines() if line.startswith(f"| {{doc}}`{path.stem}`")]
         assert len(rows) == 1, f"running.md needs one row timing {path.stem}"
         assert all(cell.strip() for cell in rows[0].strip("|").split("|")), rows[0]
-    parser = argparse.ArgumentParser()
-    commands = parser.add_subparsers()
     for experiment in EXPERIMENTS:
-        experiment.add_command(commands)
-    for name in commands.choices:
+        name = experiment.COMMAND.name
         assert f"python -m tflib.experiments {name} --scale paper" in text, name
 
 

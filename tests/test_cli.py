@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from dataclasses import replace
 
@@ -15,6 +16,7 @@ import test_matrix
 import test_natural
 import test_rank_one
 
+import tflib
 import tflib.train
 from tflib.experiments import dynamics, dynamics_study, hierarchical, matrix, natural, rank_one
 from tflib.experiments.__main__ import main
@@ -51,18 +53,6 @@ def exit_code(argv) -> int:
     with pytest.raises(SystemExit) as stopped:
         main(argv)
     return stopped.value.code
-
-
-@pytest.fixture
-def sigint_guard():
-    """Make a SIGINT that fit fails to catch fail the test instead of stopping pytest."""
-
-    def raising(signum, frame):
-        raise RuntimeError("SIGINT reached the test: fit did not catch it")
-
-    previous = signal.signal(signal.SIGINT, raising)
-    yield
-    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -187,3 +177,38 @@ def test_a_merge_of_shards_of_another_config_is_refused(tmp_path, tiny_scales, c
         main(command("hierarchical", out, "--seeds", "0", "1", "--shard", f"{k}/2"))
     assert exit_code(command("hierarchical", out, "--seeds", "0", "--merge")) == 2
     assert "seeds: (0, 1) there, (0,) now" in capsys.readouterr().err
+
+
+def test_load_store_reads_a_stored_file_relative_to_the_working_folder(tmp_path, monkeypatch):
+    from tflib.experiments.cli import load_store, store
+
+    monkeypatch.chdir(tmp_path)
+    store("data/stored.json", "first", {"command": "python -m tflib.experiments matrix"})
+    assert load_store("data/stored.json") == {
+        "first": {"command": "python -m tflib.experiments matrix"}
+    }
+
+
+def test_load_store_outside_the_repository_fetches_from_it_or_says_where_to_run(
+    tmp_path, monkeypatch
+):
+    import urllib.request
+
+    from tflib.experiments import cli
+
+    monkeypatch.chdir(tmp_path)
+    asked = []
+
+    def offline(url, *args):
+        asked.append(url)
+        raise OSError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    with pytest.raises(FileNotFoundError, match="run the notebook from book/"):
+        cli.load_store("data/missing.json")
+    assert asked == [f"{cli.STORED_AT}/data/missing.json"]
+    from conftest import ROOT
+
+    url = re.search(r"url: (\S+)", (ROOT / "_config.yml").read_text()).group(1)
+    pinned = f"{url.replace('github.com', 'raw.githubusercontent.com')}/v{tflib.__version__}/"
+    assert cli.STORED_AT.startswith(pinned), "records come from this version's tag, not main"

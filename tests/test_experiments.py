@@ -26,6 +26,8 @@ from tflib.experiments import (
     run_dynamics,
 )
 from tflib.experiments.__main__ import main
+from tflib.experiments.dynamics import problem, sharpness, step_size, timed_run
+from tflib.train import make_optimizer
 
 STORED = Path(__file__).parent / "data" / "dynamics_small.json"
 TINY = dict(
@@ -184,6 +186,120 @@ def test_dynamics_config_overrides_fields():
 def test_dynamics_config_rejects_an_unknown_scale():
     with pytest.raises(ValueError, match=r"scale must be one of \['book', 'paper'\], got 'huge'"):
         dynamics_config("huge")
+
+
+def test_dynamics_config_stops_by_the_research_codes_rule_at_both_scales():
+    for scale in ("book", "paper"):
+        config = dynamics_config(scale)
+        assert (config.loss_tol, config.patience, config.track_every) == (1e-8, 50, 25)
+        assert (config.shape, config.rank, config.n_observations) == ((10,) * 4, 1000, 2000)
+        assert config.init_stds == (5e-2, 1e-2, 5e-3) and config.optimizer == "adaptive_gd"
+    assert dynamics_config("book").seeds == (0,)
+
+
+# --- gradient-flow time and sharpness -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer, lr", [("adaptive_gd", 1e-2), ("gd", 0.5)])
+def test_step_size_is_how_far_a_step_moves_per_unit_of_gradient(optimizer, lr):
+    config = dynamics_config("book", **TINY)
+    _, indices, targets = problem(config, 0, dtype=torch.float64)
+    model = tflib_model(config)
+    parameters = list(model.parameters())
+    opt = make_optimizer(optimizer, parameters, lr)
+    for _ in range(5):
+        loss, gradients = model.loss_and_gradients(indices, targets)
+        before = [p.detach().clone() for p in parameters]
+        for parameter, gradient in zip(parameters, gradients):
+            parameter.grad = gradient
+        opt.step()
+        moved = torch.sqrt(sum((p.detach() - b).square().sum() for p, b in zip(parameters, before)))
+        gradient_norm = torch.sqrt(sum(g.square().sum() for g in gradients))
+        assert step_size(opt) == pytest.approx(float(moved / gradient_norm), rel=1e-9)
+
+
+def tflib_model(config):
+    from tflib.cp import CPFactorization
+    from tflib.experiments.results import INIT, seed_for
+
+    return CPFactorization(
+        config.shape, config.rank, 0.1, seed=seed_for(0, INIT), dtype=torch.float64
+    )
+
+
+def test_step_size_refuses_an_optimizer_that_is_not_gradient_descent():
+    opt = make_optimizer("adam", [torch.zeros(2, requires_grad=True)], 1e-3)
+    with pytest.raises(ValueError, match="gradient descent"):
+        step_size(opt)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"optimizer": "gd", "lr": 0.5},
+        {"loss_tol": 2e-3, "patience": 3},  # stops by the rule, at the same step as fit
+        {"loss_tol": 2e-3, "patience": None},  # stops at the first crossing
+    ],
+    ids=["adaptive", "plain", "patience", "first-crossing"],
+)
+def test_timed_run_follows_run_dynamics_and_sums_the_step_sizes(options):
+    config = dynamics_config("book", **(TINY | {"init_stds": (0.1,)} | options))
+    reference = run_dynamics(config, device="cpu", dtype=torch.float64, progress=False)
+    history, model = timed_run(config, 0, 0.1, dtype=torch.float64)
+    expected = reference.history(0.1)
+    assert (history.steps, history.status) == (expected.steps, expected.status)
+    np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-9)
+    np.testing.assert_allclose(history["norms"], expected["norms"], rtol=1e-9)
+    np.testing.assert_allclose(history["error"], expected["error"], rtol=1e-9)
+    time = history["time"]
+    assert time[0] == 0 and np.all(np.diff(time) > 0)
+    if options.get("optimizer") == "gd":
+        np.testing.assert_allclose(time, options["lr"] * history["steps"], rtol=1e-12)
+    full = brute_force_cp([f.detach().numpy() for f in model.factors])
+    target = problem(config, 0, dtype=torch.float64)[0].numpy()
+    error = np.linalg.norm(full - target) / np.linalg.norm(target)
+    assert history["error"][-1] == pytest.approx(error, rel=1e-10)
+
+
+def test_timed_run_of_the_tiny_experiment_stops_where_its_rule_says():
+    converged = dynamics_config("book", **(TINY | {"loss_tol": 2e-3, "patience": 3}))
+    history, _ = timed_run(converged, 0, 0.1, dtype=torch.float64)
+    assert history.status == "converged" and history.steps[-1] < TINY["max_steps"]
+    losses = dict(zip(history.steps, history.loss))
+    last = [losses[s] for s in history.steps if s % TINY["track_every"] == 0][-3:]
+    assert all(loss < 2e-3 for loss in last)
+
+
+def test_sharpness_is_the_largest_eigenvalue_of_the_brute_force_hessian():
+    shape, rank = (3, 2, 4), 2
+    config = dynamics_config(
+        "book", **(TINY | {"shape": shape, "rank": rank, "n_observations": 12})
+    )
+    model = tflib_model(config)
+    _, indices, targets = problem(config, 0, dtype=torch.float64)
+    factors = [f.detach().clone() for f in model.factors]
+    sizes = [f.numel() for f in factors]
+
+    def loss(flat):
+        parts = torch.split(flat, sizes)
+        entries = [
+            sum(
+                torch.prod(
+                    torch.stack([p.view(f.shape)[i, r] for p, f, i in zip(parts, factors, idx)])
+                )
+                for r in range(rank)
+            )
+            for idx in indices.tolist()
+        ]
+        return torch.mean((torch.stack(entries) - targets) ** 2)
+
+    hessian = torch.autograd.functional.hessian(loss, torch.cat([f.flatten() for f in factors]))
+    eigenvalues = torch.linalg.eigvalsh(hessian)
+    largest = eigenvalues[eigenvalues.abs().argmax()]
+    assert sharpness(model, indices, targets, iterations=500) == pytest.approx(
+        float(largest), rel=1e-6
+    )
 
 
 # --- the component-norm law -----------------------------------------------------------------------

@@ -412,3 +412,43 @@ def test_cli_runs_the_hierarchical_experiment(tmp_path, capsys, monkeypatch):
     main(["hierarchical", "--out", str(tmp_path), "--no-progress", "--seeds", "1"])
     assert (tmp_path / "figure-seed1.png").stat().st_size > 0
     assert "seed 1: final error" in capsys.readouterr().out
+
+
+def test_mode_order_rearranges_the_target_and_keeps_the_observed_positions():
+    config = hierarchical_config(**TINY)
+    swapped = hierarchical_config(**TINY, mode_order=(0, 2, 1, 3))
+    target, indices, _ = problem(config, 0, dtype=torch.float64)
+    far, far_indices, values = problem(swapped, 0, dtype=torch.float64)
+    assert torch.equal(far, target.permute(0, 2, 1, 3)) and torch.equal(indices, far_indices)
+    assert torch.equal(values, far[tuple(indices.T)])
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (0, 1, 1, 3)])
+def test_mode_order_must_be_a_permutation_of_the_modes(order):
+    with pytest.raises(ValueError, match="mode_order"):
+        hierarchical_config(**TINY, mode_order=order)
+
+
+def test_records_compare_the_solution_with_the_target_node_by_node(tiny):
+    from tflib.experiments.hierarchical import run_records
+
+    (record,) = run_records(tiny)
+    history = tiny.history()
+    target = problem(tiny.config, 0, dtype=torch.float64)[0]
+    assert record["target_ranks"] == list(matricization_ranks(target, mode_tree(4), 1e-2).values())
+    assert record["root_rank"] == record["target_ranks"][-2] == 2  # a CP target of rank 2
+    assert len(record["ranks"]) == len(record["effective_ranks"]) == 6
+    assert record["error"] == pytest.approx(history["error"][-1], rel=1e-3)
+    assert record["steps"] == 60 and isinstance(record["in_turn"], bool)
+
+
+def test_records_keep_the_error_at_the_first_record_below_each_loss_level(tiny):
+    from tflib.experiments.hierarchical import LOSS_LEVELS, run_records
+
+    (record,) = run_records(tiny)
+    history = tiny.history()
+    for level in LOSS_LEVELS:
+        below = np.flatnonzero(history["loss"] < level)
+        expected = history["error"][below[0]] if len(below) else None
+        stored = record["error_at_loss"][f"{level:g}"]
+        assert stored == expected or stored == pytest.approx(expected, rel=1e-3)

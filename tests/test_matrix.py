@@ -371,3 +371,39 @@ def test_fitting_targets_of_the_wrong_shape_is_rejected():
     model = DeepMatrixFactorization((3, 4), 2, 0.1)
     with pytest.raises(ValueError, match=r"targets must have shape \(M,\) = \(2,\)"):
         fit(model, torch.tensor([[0, 0], [1, 1]]), torch.zeros(2, 1), steps=1, progress=False)
+
+
+def test_records_hold_each_run_and_each_baseline_as_the_results_do(tiny):
+    result, _ = tiny
+    records = experiment.run_records(result)
+    assert len(records) == 4 + 2, "two numbers of observations x two depths, and two baselines"
+    for record in records:
+        if record["method"] == "nuclear norm":
+            baseline = result.baselines[(record["seed"], record["observed"])]
+            assert record["error"] == pytest.approx(baseline["error"], rel=1e-3)
+            continue
+        history = result.history(record["observed"], int(record["method"][-1]), record["init_std"])
+        assert record["error"] == pytest.approx(history["error"][-1], rel=1e-3)
+        assert record["lowest_effective_rank"] <= record["effective_rank"] * (1 + 1e-3)
+        assert record["steps"] == history.steps[-1] and record["status"] == history.status
+        assert set(record["jumps"]) <= {1, 2, 3} and isinstance(record["in_turn"], bool)
+
+
+def test_cli_stores_the_records_with_the_command_and_the_overridden_observations(
+    tmp_path, monkeypatch
+):
+    import json
+
+    monkeypatch.setitem(experiment.SCALES, "book", matrix_config("book", **TINY))
+    store, out = tmp_path / "stored.json", tmp_path / "out"
+    main(["matrix", "--out", str(out), "--no-progress", "--n-observations", "12", "--depths", "2"])
+    main(
+        ["matrix", "--out", str(out), "--no-progress", "--n-observations", "12", "--depths", "2"]
+        + ["--store", str(store), "--name", "twelve"]
+    )
+    entry = json.loads(store.read_text())["twelve"]
+    assert entry["command"].endswith("--n-observations 12 --depths 2")
+    assert {(r["observed"], r["method"]) for r in entry["runs"]} == {
+        (12, "depth 2"),
+        (12, "nuclear norm"),
+    }

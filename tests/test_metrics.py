@@ -13,6 +13,7 @@ from tflib.metrics import (
     largest_component_norms,
     learned_components,
     normalized_reconstruction_error,
+    rise_steps,
 )
 
 
@@ -158,3 +159,18 @@ def test_count_jumps_ignores_components_that_drop_back():
 
 def test_count_jumps_is_empty_when_nothing_is_learned():
     assert count_jumps(np.full((4, 3), 0.1), 0.5) == []
+
+
+def test_rise_steps_are_the_first_records_past_5_and_90_percent_of_the_final_value():
+    steps = [0, 10, 20, 30, 40]
+    norms = np.array(
+        [[0.01, 0.0, 0.0], [0.5, 0.0, 0.0], [1.0, 0.1, 0.0], [1.0, 2.0, 0.1], [1.0, 2.0, 0.2]]
+    )
+    starts, ends = rise_steps(steps, norms, 2)
+    assert (starts, ends) == ([10, 30], [20, 30])  # 0.05 and 0.9 of 1.0, then of 2.0
+
+
+def test_rise_steps_show_two_values_that_rise_together():
+    norms = np.array([[0.0, 0.0], [0.5, 0.4], [1.0, 1.0]])
+    starts, ends = rise_steps([0, 1, 2], norms, 2)
+    assert not all(e < s for e, s in zip(ends, starts[1:])), "the second starts before one ends"

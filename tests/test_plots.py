@@ -20,11 +20,10 @@ from tflib.experiments import (
     NaturalResult,
     natural_config,
 )
+from tflib.experiments.dynamics import clock_figure, dynamics_figure, dynamics_result_figure
 from tflib.hierarchical import mode_tree
 from tflib.plots import (
     completion_figure,
-    dynamics_figure,
-    dynamics_result_figure,
     metric_panels,
     natural_result_figure,
     norm_law_figure,
@@ -86,10 +85,17 @@ def test_plot_errors_figure():
 
 @COMPARE
 def test_dynamics_figure():
-    figure = dynamics_figure(STEPS, synthetic_norms(STEPS), "init 0.005", synthetic_errors(STEPS))
-    left, right = figure.axes
-    assert left.get_title() == "component norms, init 0.005"
-    assert right.get_title() == "reconstruction error"
+    norms = {
+        "init 0.05": (STEPS, 2 * synthetic_norms(STEPS)),
+        "init 0.005": (STEPS, synthetic_norms(STEPS)),
+    }
+    figure = dynamics_figure(norms, synthetic_errors(STEPS))
+    assert [ax.get_title() for ax in figure.axes] == [
+        "init 0.05",
+        "init 0.005",
+        "reconstruction error",
+    ]
+    assert figure.axes[0].get_ylim() == figure.axes[1].get_ylim(), "norms on one scale"
     return figure
 
 
@@ -139,8 +145,8 @@ def test_norm_law_figure_fills_every_panel_even_beyond_the_palette():
 
 
 @COMPARE
-def test_dynamics_result_figure_draws_the_smallest_init_and_every_error_curve():
-    config = DynamicsConfig(init_stds=(5e-2, 5e-3), seeds=(0,))
+def test_dynamics_result_figure_draws_the_norms_of_every_init_and_every_error_curve():
+    config = DynamicsConfig(init_stds=(5e-3, 5e-2), seeds=(0,))
     errors = synthetic_errors(STEPS)
     runs = {
         (0, std): History(
@@ -149,13 +155,41 @@ def test_dynamics_result_figure_draws_the_smallest_init_and_every_error_curve():
             metrics={"norms": (scale * synthetic_norms(STEPS)).tolist(), "error": list(curve[1])},
             status="converged",
         )
-        for scale, std, curve in zip((2.0, 1.0), config.init_stds, errors.values())
+        for scale, std, curve in zip(
+            (1.0, 2.0), config.init_stds, [errors["init 0.005"], errors["init 0.05"]]
+        )
     }
     figure = dynamics_result_figure(DynamicsResult(config, runs))
-    left, right = figure.axes
-    assert left.get_title() == "component norms, init 0.005"
+    large, small, right = figure.axes
+    assert (large.get_title(), small.get_title()) == ("init 0.05", "init 0.005")  # largest first
     assert [line.get_label() for line in right.get_lines()] == ["init 0.05", "init 0.005"]
-    np.testing.assert_allclose(left.get_lines()[0].get_ydata(), synthetic_norms(STEPS)[:, 0])
+    np.testing.assert_allclose(large.get_lines()[0].get_ydata(), 2 * synthetic_norms(STEPS)[:, 0])
+    np.testing.assert_allclose(small.get_lines()[0].get_ydata(), synthetic_norms(STEPS)[:, 0])
+    return figure
+
+
+def synthetic_timed_run(step: float, oscillating: bool) -> History:
+    """A run whose components rise at the same gradient-flow times whatever the step: a constant
+    step per iteration, or one that swings between two values."""
+    steps = np.arange(0, 1001, 25)
+    sizes = np.where(oscillating & (steps // 100 % 2 == 1), step / 3, step)
+    time = np.r_[0, np.cumsum(sizes[1:] * 25)]
+    norms = synthetic_norms(time)
+    loss = 1e-4 * np.exp(-time / 100) + (1e-9 if oscillating else 0)
+    metrics = {"norms": norms.tolist(), "error": (loss**0.5).tolist(), "time": time.tolist()}
+    return History(steps.tolist(), loss.tolist(), metrics, "budget")
+
+
+@COMPARE
+def test_clock_figure_draws_norms_against_iterations_and_time_with_steps_and_losses():
+    runs = {"adaptive": synthetic_timed_run(3.0, True), "plain": synthetic_timed_run(1.0, False)}
+    figure = clock_figure(runs, k=4)
+    norms, timed, steps, losses = figure.axes
+    assert len(norms.get_lines()) == len(timed.get_lines()) == 8  # k components per run
+    assert [t.get_text() for t in norms.get_legend().get_texts()] == ["adaptive", "plain"]
+    np.testing.assert_allclose(timed.get_lines()[0].get_xdata(), runs["adaptive"]["time"])
+    np.testing.assert_allclose(steps.get_lines()[1].get_ydata(), 1.0)  # plain: one step size
+    assert steps.get_yscale() == losses.get_yscale() == "log"
     return figure
 
 

@@ -270,3 +270,19 @@ def test_cli_runs_the_rank_one_experiment(tmp_path, monkeypatch, capsys):
     assert (out / "figure-seed0.png").stat().st_size > 0
     assert len(RankOneResult.load(out / "results.json").runs) == 2
     assert "largest trajectory distance" in capsys.readouterr().out
+
+
+def test_records_give_each_run_its_plateau_largest_distances_and_departure(tiny):
+    from tflib.experiments.rank_one import run_records
+
+    result, _ = tiny
+    records = run_records(result)
+    assert [(r["seed"], r["init_std"]) for r in records] == [(0, 1e-2), (0, 1e-1)]
+    for record in records:
+        window = result.window(record["init_std"])
+        assert record["plateau"] == result.plateau(record["init_std"])
+        for metric, value in record["largest"].items():
+            assert value == pytest.approx(window[metric].max(), rel=5e-3)
+        assert record["closest"] == pytest.approx(window["rank_one_distance"].min(), rel=5e-3)
+        far = window["rank_one_distance"] > 0.1
+        assert record["left"] == (int(window["steps"][far.argmax()]) if far.any() else None)

@@ -9,31 +9,12 @@ import signal
 import numpy as np
 import pytest
 import torch
-from conftest import random_indices
+from conftest import raising_handler, random_indices
 
 from tflib.cp import CPFactorization
 from tflib.train import AdaptiveStepGD, DivergenceError, History, fit
 
 SHAPE, RANK = (3, 4, 5), 4
-
-
-class InterruptRaised(Exception):
-    """Raised by the SIGINT handler the tests install, if fit failed to install its own."""
-
-
-def raising_handler(signum, frame):
-    raise InterruptRaised
-
-
-@pytest.fixture
-def sigint_guard():
-    """Route SIGINT to a handler that raises, so a fit that ignores Ctrl-C fails the test cleanly
-    instead of stopping the whole session; yields the handler, restores the previous one after."""
-    previous = signal.signal(signal.SIGINT, raising_handler)
-    try:
-        yield raising_handler
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def problem(seed=0, n=30):

@@ -82,6 +82,36 @@ def count_jumps(norms: torch.Tensor, threshold: float) -> list[int]:
     return increases[increases > 0].tolist()
 
 
+def rise_steps(
+    steps: Sequence[int], values: torch.Tensor, k: int, low: float = 0.05, high: float = 0.9
+) -> tuple[list[int], list[int]]:
+    """When each of the ``k`` largest tracked values first passes ``low`` and ``high`` times its
+    final value: the start and the end of its rise.
+
+    The ``k`` values were learned *in turn* when each rise ends before the next starts,
+    ``all(e < s for e, s in zip(ends, starts[1:]))``.
+
+    Parameters
+    ----------
+    steps : the T recorded steps
+    values : tensor of shape (T, K), K >= k: the largest values (component norms, singular
+        values) at each recorded step, in decreasing order
+    k : how many of them to follow
+
+    Returns
+    -------
+    (starts, ends): two lists of k steps
+
+    Explained in the Matrix factorization chapter.
+    """
+    values = torch.as_tensor(values)[:, :k]
+    final = values[-1]
+    steps = [int(step) for step in steps]
+    starts = [steps[i] for i in (values > low * final).int().argmax(dim=0).tolist()]
+    ends = [steps[i] for i in (values > high * final).int().argmax(dim=0).tolist()]
+    return starts, ends
+
+
 def best_rank_one(
     tensor: torch.Tensor,
     *,

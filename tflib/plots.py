@@ -2,7 +2,8 @@
 
 Every function takes plain arrays (or a result of the ``tflib.experiments`` module), draws on a
 given ``matplotlib`` axis or a new figure, and returns what it drew on, so a chapter can adjust it.
-The diagrams of factorizations as networks are in :mod:`tflib.diagrams`.
+The diagrams of factorizations as networks are in :mod:`tflib.diagrams`; the figures of the CP
+dynamics experiment are beside it, in :mod:`tflib.experiments.dynamics`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:  # the result figures read these; at run time plots imports no experiment
-    from tflib.experiments import DynamicsResult, MatrixResult, NaturalResult, RankOneResult
+    from tflib.experiments import MatrixResult, NaturalResult, RankOneResult
 
 #: The book's figure style: light grid, no top or right spines, readable sizes.
 STYLE = {
@@ -97,41 +98,6 @@ def plot_errors(
     ax.set(yscale="log" if log else "linear", xlabel="iteration", ylabel=ylabel)
     ax.legend()
     return ax
-
-
-@styled
-def dynamics_figure(
-    norms_steps: Sequence[int],
-    norms: np.ndarray,
-    norms_label: str,
-    error_curves: Mapping[str, tuple[Sequence[int], Sequence[float]]],
-) -> Figure:
-    """The paper's dynamics figure: component norms (left) and reconstruction errors (right).
-
-    Explained in the CP dynamics chapter.
-    """
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-    plot_component_norms(norms_steps, norms, ax=left, title=f"component norms, {norms_label}")
-    plot_errors(error_curves, ax=right)
-    right.set_title("reconstruction error")
-    return fig
-
-
-def dynamics_result_figure(result: DynamicsResult, seed: int | None = None) -> Figure:
-    """:func:`dynamics_figure` of a :class:`~tflib.experiments.dynamics.DynamicsResult`.
-
-    Component norms for the smallest init scale, reconstruction errors for every init scale, all
-    of one seed (the first if not given).
-
-    Explained in the CP dynamics chapter.
-    """
-    stds = result.config.init_stds
-    smallest = result.history(min(stds), seed)
-    curves = {
-        f"init {s:g}": (result.history(s, seed)["steps"], result.history(s, seed)["error"])
-        for s in stds
-    }
-    return dynamics_figure(smallest["steps"], smallest["norms"], f"init {min(stds):g}", curves)
 
 
 @styled

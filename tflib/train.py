@@ -336,8 +336,8 @@ def fit(
         rows = order[epoch][k * batch_size : (k + 1) * batch_size]
         return indices.index_select(0, rows), targets.index_select(0, rows)
 
-    settings = {
-        "data": digest(indices, targets),
+    settings = {  # what a checkpoint must have been made with to be resumed
+        "data": digest(indices, targets) if checkpoint is not None else None,
         "optimizer": optimizer,
         "lr": lr,
         "loss_tol": loss_tol,

@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import json
 import sys
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from tflib import __version__
 from tflib.experiments.results import (
     InputError,
     Results,
@@ -162,6 +164,31 @@ def store(path: str | Path, name: str, entry: dict) -> None:
         write_json(path, stored | {name: entry})
 
 
+#: Where a chapter launched outside the repository (Colab, Binder) finds the stored records: at
+#: the tag of this version of the course, so the records match the code that reads them.
+REPOSITORY = "https://raw.githubusercontent.com/implicit-regularization/tensor-factorization-course"
+STORED_AT = f"{REPOSITORY}/v{__version__}/book"
+
+
+def load_store(path: str | Path) -> dict:
+    """The entries of a ``--store`` file, by its path relative to the book's folder (the chapters
+    run from ``book/``, and keep their records in ``book/data``). Outside a clone of the course's
+    repository, the file is fetched from it.
+
+    Explained in the Matrix factorization chapter.
+    """
+    path = Path(path)
+    if not path.exists():
+        try:
+            path = Path(urllib.request.urlretrieve(f"{STORED_AT}/{path.as_posix()}")[0])
+        except OSError as error:
+            raise FileNotFoundError(
+                f"book/{path.as_posix()} holds stored records: run the notebook from book/ in a "
+                "clone of the course's repository"
+            ) from error
+    return json.loads(path.read_text())
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line on stderr (no usage), exit status 2."""
 
@@ -204,6 +231,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
                 progress=not args.no_progress,
                 shard=args.shard,
                 force=args.force,
+                log=print,
                 **{name: getattr(args, name) for name in _names(command.run_options)},
             )
     except InputError as error:

@@ -32,9 +32,10 @@ from tflib.experiments.results import (
     resolve_device,
     run_keys,
     seed_for,
+    significant,
 )
 from tflib.matrix import DeepMatrixFactorization, nuclear_norm_completion
-from tflib.metrics import effective_rank, normalized_reconstruction_error
+from tflib.metrics import count_jumps, effective_rank, normalized_reconstruction_error, rise_steps
 from tflib.train import History, fit
 
 NUCLEAR = "nuclear norm"
@@ -224,6 +225,40 @@ def report(result: MatrixResult, out: Path) -> None:
     print(f"results in {out / 'results.json'}, figure in {save_figure(draw(result), out)}")
 
 
+def run_records(result: MatrixResult) -> list[dict]:
+    """The final numbers of every run, four significant digits.
+
+    Per factorization: ``seed``, ``observed`` (the number of observed entries), ``method``
+    ("depth L"), ``init_std``, ``status`` (as in :class:`~tflib.train.History`), ``steps``,
+    ``loss``, ``error`` and ``effective_rank`` at the end, and from the trajectory
+    ``lowest_effective_rank``, ``jumps`` (:func:`~tflib.metrics.count_jumps` of the singular
+    values, at 5% of the final ``target_rank``-th) and ``in_turn`` (whether the ``target_rank``
+    largest were learned in turn, :func:`~tflib.metrics.rise_steps`). Per nuclear-norm
+    completion: ``seed``, ``observed``, ``method`` "nuclear norm", ``error`` and
+    ``effective_rank``.
+
+    Explained in the Matrix factorization chapter.
+    """
+    rank, records = result.config.target_rank, []
+    for (seed, n, depth, std), history in sorted(result.runs.items()):
+        values = history["singular_values"]
+        starts, ends = rise_steps(history["steps"], values, rank)
+        records.append(
+            {"seed": seed, "observed": n, "method": f"depth {depth}", "init_std": std}
+            | {"status": history.status, "steps": history.steps[-1]}
+            | {k: significant(history[k][-1]) for k in ("loss", "error", "effective_rank")}
+            | {"lowest_effective_rank": significant(history["effective_rank"].min())}
+            | {"jumps": count_jumps(values, 0.05 * values[-1, rank - 1])}
+            | {"in_turn": all(e < s for e, s in zip(ends, starts[1:]))}
+        )
+    for (seed, n), baseline in sorted(result.baselines.items()):
+        records.append(
+            {"seed": seed, "observed": n, "method": NUCLEAR}
+            | {k: significant(baseline[k]) for k in ("error", "effective_rank")}
+        )
+    return records
+
+
 def _config(scale: str, incremental: bool = False, **overrides) -> MatrixConfig:
     return matrix_config(scale, incremental=bool(incremental), **overrides)
 
@@ -236,8 +271,11 @@ COMMAND = Command(
     MatrixResult,
     run_matrix,
     report,
+    run_records,
     options=(
         ("--incremental", {"action": "store_const", "const": True, "help": "singular values"}),
+        ("--n-observations", {"type": int, "nargs": "+", "help": "override the observed entries"}),
+        ("--depths", {"type": int, "nargs": "+", "help": "override the depths"}),
         ("--max-steps", {"type": int, "help": "override the step budget of each run"}),
     ),
 )

@@ -25,6 +25,7 @@ from tflib.experiments.results import (
     resolve_device,
     run_keys,
     seed_for,
+    significant,
 )
 from tflib.metrics import largest_component_norms, normalized_reconstruction_error
 from tflib.metrics import rank_one_distance as distance_to_rank_one
@@ -195,6 +196,34 @@ def run_rank_one(
     return run_keys(result, keys, run, **loop)
 
 
+#: A run has left the rank-one tensors once its distance to them exceeds this.
+LEFT_RANK_ONE = 0.1
+
+
+def run_records(result: RankOneResult) -> list[dict]:
+    """The numbers of every run, three significant digits: ``seed``, ``init_std``, ``plateau``
+    (the steps it took to leave the origin); over the window, the ``largest`` value of each
+    distance ("rank_one_distance", "norm_ratio", "trajectory_distance"), the ``closest`` it came
+    to rank one, the step at which it ``left`` rank one (distance above :data:`LEFT_RANK_ONE`
+    after the window's start; None if it stayed) and its final ``loss``, ``error`` and
+    ``rank_one_distance``.
+
+    Explained in the rank-one convergence chapter.
+    """
+    metrics, records = ("rank_one_distance", "norm_ratio", "trajectory_distance"), []
+    for (seed, std), history in sorted(result.runs.items()):
+        distance = history["rank_one_distance"]
+        left = distance > LEFT_RANK_ONE
+        records.append(
+            {"seed": seed, "init_std": std, "plateau": result.plateau(std, seed)}
+            | {"largest": {m: significant(history[m].max(), 3) for m in metrics}}
+            | {"closest": significant(distance.min(), 3)}
+            | {"left": int(history["steps"][left.argmax()]) if left.any() else None}
+            | {k: significant(history[k][-1], 3) for k in ("loss", "error", "rank_one_distance")}
+        )
+    return records
+
+
 def report(result: RankOneResult, out: Path) -> None:
     """Print the largest trajectory distance of every run and draw one figure a seed."""
     from tflib.plots import rank_one_figure
@@ -214,6 +243,13 @@ COMMAND = Command(
     RankOneResult,
     run_rank_one,
     report,
-    options=(("--target-rank", {"type": int, "help": "2: no rank-one solution"}),),
+    run_records,
+    options=(
+        ("--target-rank", {"type": int, "help": "2: no rank-one solution"}),
+        ("--init-stds", {"type": float, "nargs": "+", "help": "override the init scales"}),
+        ("--n-observations", {"type": int, "help": "override the observed entries"}),
+        ("--window", {"type": int, "help": "override the steps compared after leaving the origin"}),
+        ("--track-every", {"type": int, "help": "override the steps between records"}),
+    ),
     dtype="float64",
 )

@@ -46,8 +46,13 @@ def seed_for(seed: int, part: int, draw: int = 0) -> int:
     return 1000 * seed + part + 10**9 * draw
 
 
+def significant(value: float, digits: int = 4) -> float:
+    """``value`` rounded to ``digits`` significant digits, as the stored records keep numbers."""
+    return float(f"{value:.{digits}g}")
+
+
 def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``device``, or the best one available (:func:`~tflib.default_device`) if None; an
+    """``device``, or the best one available (:func:`~tflib.devices.default_device`) if None; an
     :class:`InputError` if this machine has no such device."""
     if device is None:
         return default_device()
@@ -228,6 +233,8 @@ def _overlap(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # an empty or damaged lock file
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -274,7 +281,8 @@ class ResultsFolder:
         self.lock = self.results.with_name(self.results.name + ".lock")
         for _ in range(2):  # a second look catches a process that claimed at the same moment
             for other in self.path.glob("results*.json.lock"):
-                pid = int(other.read_text() or 0)
+                text = other.read_text().strip()
+                pid = int(text) if text.isdigit() else 0
                 if pid != os.getpid() and _overlap(_shard_of(other.name), self.shard):
                     if _alive(pid):
                         raise InputError(
@@ -291,10 +299,18 @@ class ResultsFolder:
             self.lock.unlink()
 
 
+def _named(names: Sequence[str], key: tuple, gap: str = "") -> list[str]:
+    """Each part of ``key`` after its name (``seed0``, or ``seed 0`` with a ``gap``)."""
+    return [
+        f"{n}{gap if n else ''}{v:g}" if isinstance(v, float) else f"{n}{gap if n else ''}{v}"
+        for n, v in zip(names, key)
+    ]
+
+
 def checkpoint_path(folder: str | Path, names: Sequence[str], key: tuple, part: str = "") -> Path:
-    """Where the run ``key`` checkpoints in ``folder``: its key, named (``seed0_init_std0.01.pt``),
-    and the ``part`` of the run, if any (``seed0_init_std0.01_plateau.pt``)."""
-    named = [f"{n}{v:g}" if isinstance(v, float) else f"{n}{v}" for n, v in zip(names, key)]
+    """Where the run ``key`` checkpoints in ``folder``: its key, named (``seed0_init0.01.pt``),
+    and the ``part`` of the run, if any (``seed0_init0.01_plateau.pt``)."""
+    named = _named(names, key)
     return Path(folder) / f"{'_'.join([*named, part] if part else named)}.pt"
 
 
@@ -311,10 +327,12 @@ def run_keys(
     out_dir: str | Path | None = None,
     shard: tuple[int, int] | None = None,
     force: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> Results:
     """Train every key of ``keys`` in ``shard`` that has no finished run, in order, into
     ``result``; with ``out_dir``, claimed as a :class:`ResultsFolder`, each run checkpoints there
-    and the results file is rewritten after each. Stops at the first interrupted run.
+    and the results file is rewritten after each. Stops at the first interrupted run. ``log``
+    receives a line per finished run (its key, how it ended, its steps).
 
     Explained in the API page: this is the loop of every experiment.
     """
@@ -333,6 +351,9 @@ def run_keys(
             result.runs[key] = history = run(key, checkpoints(key))
             if history.status == "interrupted":
                 break
+            if log is not None:
+                named = ", ".join(_named(result.key_names, key, " "))
+                log(f"{named}: {history.status} at step {history.steps[-1]:,}")
             if folder is not None:
                 result.save(folder.results)
     finally:
