@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import brute_force_entries, random_indices
 
-from tflib import data
+from tflib import mnist
 from tflib.data import completion_data, load_digits, one_vs_all, quantize
 from tflib.experiments import NaturalConfig, NaturalResult, natural_config, run_natural
 from tflib.experiments.__main__ import main
@@ -346,7 +346,7 @@ def write_fake_mnist(folder, n_train=30, n_test=12):
             images = torch.randint(256, (n, 28, 28), generator=generator)
             labels = torch.arange(n) % 10
             for part, array in (("images", images), ("labels", labels)):
-                filename = data.IDX_FILES[name][f"{split}_{part}"][0].removesuffix(".gz")
+                filename = mnist.IDX_FILES[name][f"{split}_{part}"][0].removesuffix(".gz")
                 header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
                 (folder / name / filename).write_bytes(header + bytes(array.flatten().tolist()))
 
@@ -408,7 +408,7 @@ def test_cli_rejects_a_malformed_shard(tmp_path):
 
 
 def test_paper_scale_without_the_files_says_where_to_put_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MIRRORS", {name: ["http://127.0.0.1:9/"] for name in data.MIRRORS})
+    monkeypatch.setattr(mnist, "MIRRORS", {name: ["http://127.0.0.1:9/"] for name in mnist.MIRRORS})
     config = natural_config("paper", epochs=1, seeds=(0,))
     with pytest.raises(ValueError, match="TFLIB_DATA"):
         run_natural(config, device="cpu", progress=False, data_dir=tmp_path)
@@ -416,10 +416,10 @@ def test_paper_scale_without_the_files_says_where_to_put_them(tmp_path, monkeypa
 
 def test_binarized_mnist_like_images_become_order_784_tasks(tmp_path, monkeypatch):
     write_fake_mnist(tmp_path)
-    monkeypatch.setattr(data, "MNIST_SIZES", {"train": 30, "test": 12})
+    monkeypatch.setattr(mnist, "MNIST_SIZES", {"train": 30, "test": 12})
     config = natural_config("paper")
     (train_x, train_y), (test_x, _) = load_task("mnist", config, data_dir=tmp_path)
     assert train_x.shape == (30, 28, 28) and test_x.shape == (12, 28, 28)
-    raw = data.read_idx(tmp_path / "mnist" / "train-images-idx3-ubyte")
+    raw = mnist.read_idx(tmp_path / "mnist" / "train-images-idx3-ubyte")
     assert torch.equal(train_x, quantize(raw / 255, 2)), "pixels of 128/255 and more become 1"
     assert train_y.tolist() == [2.0 if d == 6 else 0.0 for d in range(10)] * 3

