@@ -127,6 +127,21 @@ def problem(config, seed: int, device=None, dtype=torch.float32, target=None):
     return target, indices, observe(target, indices)
 
 
+def start(config, seed: int, init_std: float, device, dtype):
+    """The run ``(seed, init_std)``'s :func:`problem` and its untrained model: ``(target, indices,
+    targets, model)``, the model a :class:`~tflib.cp.CPFactorization` drawn with the init seed."""
+    target, indices, targets = problem(config, seed, device, dtype)
+    model = CPFactorization(
+        config.shape,
+        config.rank,
+        init_std,
+        seed=seed_for(seed, INIT, config.init_draw),
+        device=device,
+        dtype=dtype,
+    )
+    return target, indices, targets, model
+
+
 def final_values(model: CPFactorization, target: torch.Tensor) -> dict[str, float]:
     """The final fit's "norm", "n_large" and "worst_entry" (see :class:`DynamicsResult`), from
     its factors in float64 and the float64 ``target``."""
@@ -159,15 +174,7 @@ def run_dynamics(
 
     def run(key: tuple, checkpoint) -> History:
         seed, std = key
-        target, indices, targets = problem(config, seed, device, dtype)
-        model = CPFactorization(
-            config.shape,
-            config.rank,
-            std,
-            seed=seed_for(seed, INIT, config.init_draw),
-            device=device,
-            dtype=dtype,
-        )
+        target, indices, targets, model = start(config, seed, std, device, dtype)
         history = fit(
             model,
             indices,
@@ -232,15 +239,7 @@ def timed_run(
     Explained in the CP dynamics chapter.
     """
     device = resolve_device(device)
-    target, indices, targets = problem(config, seed, device, dtype)
-    model = CPFactorization(
-        config.shape,
-        config.rank,
-        init_std,
-        seed=seed_for(seed, INIT, config.init_draw),
-        device=device,
-        dtype=dtype,
-    )
+    target, indices, targets, model = start(config, seed, init_std, device, dtype)
     parameters = list(model.parameters())
     opt = make_optimizer(optimizer or config.optimizer, parameters, lr or config.lr)
     history, time = History(metrics={"norms": [], "error": [], "time": []}), 0.0
