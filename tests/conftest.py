@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import shlex
 import signal
 import subprocess
 import sys
@@ -152,3 +153,23 @@ def sigint_guard():
         yield raising_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# --- stored commands ------------------------------------------------------------------------------
+
+
+def stored_command(command: str):
+    """What a stored ``python -m tflib.experiments ...`` command runs, read by the course's
+    command line: its :class:`~tflib.experiments.cli.Command`, config and dtype."""
+    from tflib.experiments.__main__ import EXPERIMENTS
+    from tflib.experiments.cli import Parser, _overrides, add_command, attached
+
+    parser = Parser(prog="python -m tflib.experiments")
+    subparsers = parser.add_subparsers(dest="experiment")
+    for experiment in EXPERIMENTS:
+        add_command(subparsers, experiment.COMMAND)
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "tflib.experiments"], command
+    args = parser.parse_args(attached(words[3:]))
+    config = args.command.config(args.scale, **_overrides(args, args.command.options))
+    return args.command, config, args.dtype

@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import brute_force_cp
+from conftest import brute_force_cp, stored_command
 
 from tflib.data import random_cp_factors
 from tflib.experiments import dynamics_config, dynamics_study, run_dynamics
 from tflib.experiments.__main__ import main
-from tflib.experiments.cli import Parser, _overrides, add_command, attached
 from tflib.experiments.dynamics import LARGE, problem
 from tflib.experiments.dynamics_study import (
     SCALES,
@@ -228,13 +227,10 @@ CHECKED_IN_CHAPTER = {
 
 
 def regenerated_config(command: str):
-    """The config and dtype a stored command runs with, read by the course's command line."""
-    parser = Parser(prog="python -m tflib.experiments")
-    add_command(parser.add_subparsers(dest="experiment"), dynamics_study.COMMAND)
-    words = shlex.split(command)
-    assert words[:4] == ["python", "-m", "tflib.experiments", "dynamics-study"], command
-    args = parser.parse_args(attached(words[3:]))
-    return args.command.config(args.scale, **_overrides(args, args.command.options)), args.dtype
+    """The config and dtype a stored dynamics-study command runs with."""
+    experiment, config, dtype = stored_command(command)
+    assert experiment is dynamics_study.COMMAND, command
+    return config, dtype
 
 
 def test_stored_study_is_small_and_has_one_record_per_run():

@@ -11,13 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shlex
 
 import pytest
-from conftest import ROOT
-
-from tflib.experiments.__main__ import EXPERIMENTS
-from tflib.experiments.cli import Parser, _overrides, add_command, attached
+from conftest import ROOT, stored_command
 
 STORES = ("matrix", "rank_one", "hierarchical")
 
@@ -32,17 +28,10 @@ def entries():
 
 
 def rerun(command: str, seed: int) -> list[dict]:
-    """The records of ``seed`` made again by the stored ``command``, read by the command line."""
-    parser = Parser(prog="python -m tflib.experiments")
-    subparsers = parser.add_subparsers(dest="experiment")
-    for experiment in EXPERIMENTS:
-        add_command(subparsers, experiment.COMMAND)
-    words = shlex.split(command)
-    assert words[:3] == ["python", "-m", "tflib.experiments"], command
-    args = parser.parse_args(attached(words[3:]))
-    config = args.command.config(args.scale, **_overrides(args, args.command.options))
+    """The records of ``seed`` made again by the stored ``command``."""
+    experiment, config, _ = stored_command(command)
     config = dataclasses.replace(config, seeds=(seed,))
-    return args.command.records(args.command.run(config, device="cpu", progress=False))
+    return experiment.records(experiment.run(config, device="cpu", progress=False))
 
 
 def same(a, b) -> bool:
