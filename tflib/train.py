@@ -267,6 +267,7 @@ def fit(
     description: str | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1000,
+    after_step: Callable[[torch.optim.Optimizer], None] | None = None,
 ) -> History:
     r"""Minimize the mean squared error over observed entries and record how training went.
 
@@ -295,6 +296,8 @@ def fit(
     progress : show a progress bar
     checkpoint : a file to save the state to every ``checkpoint_every`` steps and on Ctrl-C; if it
         exists, training resumes from it (and returns at once if that run had finished)
+    after_step : called with the optimizer after every step (the dynamics experiment's clock
+        reads the step size there)
 
     Returns
     -------
@@ -406,6 +409,8 @@ def fit(
             for parameter, gradient in zip(parameters, gradients):
                 parameter.grad = gradient
             opt.step()
+            if after_step is not None:
+                after_step(opt)
             step += 1
             if step % track_every == 0:
                 bar.update(step - bar.n)

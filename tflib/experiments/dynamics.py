@@ -39,7 +39,7 @@ from tflib.experiments.results import (
 )
 from tflib.metrics import largest_component_norms, normalized_reconstruction_error
 from tflib.plots import COLORS, plot_component_norms, plot_errors, styled
-from tflib.train import AdaptiveStepGD, History, fit, loss_and_gradients, make_optimizer
+from tflib.train import AdaptiveStepGD, History, fit
 
 #: A component counts as large once its norm exceeds this fraction of the target's norm.
 LARGE = 0.02
@@ -142,6 +142,15 @@ def start(config, seed: int, init_std: float, device, dtype):
     return target, indices, targets, model
 
 
+def tracked(config, target: torch.Tensor) -> dict:
+    """What a run of the dynamics experiment records: the ``n_tracked`` largest component norms
+    ("norms") and the reconstruction error over all entries ("error")."""
+    return {
+        "norms": lambda m: largest_component_norms(list(m.factors), config.n_tracked),
+        "error": lambda m: normalized_reconstruction_error(m.full(), target),
+    }
+
+
 def final_values(model: CPFactorization, target: torch.Tensor) -> dict[str, float]:
     """The final fit's "norm", "n_large" and "worst_entry" (see :class:`DynamicsResult`), from
     its factors in float64 and the float64 ``target``."""
@@ -180,10 +189,7 @@ def run_dynamics(
             indices,
             targets,
             steps=config.max_steps,
-            track={
-                "norms": lambda m: largest_component_norms(list(m.factors), config.n_tracked),
-                "error": lambda m: normalized_reconstruction_error(m.full(), target),
-            },
+            track=tracked(config, target),
             progress=progress,
             description=f"seed {seed}, init {std:g}",
             checkpoint=checkpoint(),
@@ -231,8 +237,8 @@ def timed_run(
     place of the config's if given, that also records the *gradient-flow time* its iterations
     have covered: the sum of their step sizes (:func:`step_size`).
 
-    It stops as :func:`~tflib.train.fit` does with the config's ``loss_tol``, ``patience``,
-    ``track_every`` and ``max_steps``, and follows the same trajectory as :func:`run_dynamics`.
+    It is trained by :func:`~tflib.train.fit` with the config's options, as in
+    :func:`run_dynamics`, so it follows the same trajectory and stops by the same rule.
     Returns its history, which tracks "norms", "error" and "time" every ``config.track_every``
     iterations and at the last, and the trained model.
 
@@ -240,36 +246,23 @@ def timed_run(
     """
     device = resolve_device(device)
     target, indices, targets, model = start(config, seed, init_std, device, dtype)
-    parameters = list(model.parameters())
-    opt = make_optimizer(optimizer or config.optimizer, parameters, lr or config.lr)
-    history, time = History(metrics={"norms": [], "error": [], "time": []}), 0.0
-    below, step = 0, 0  # evaluations in a row with the loss below the tolerance; iterations done
-    while True:
-        loss, gradients = loss_and_gradients(model, indices, targets)
-        loss_value, evaluated = loss.item(), step % config.track_every == 0
-        if evaluated and config.patience is not None:
-            below = below + 1 if loss_value < config.loss_tol else 0
-        if config.patience is not None:
-            converged = below >= config.patience
-        else:
-            converged = loss_value < config.loss_tol
-        if evaluated or converged or step >= config.max_steps:
-            history.steps.append(step)
-            history.loss.append(loss_value)
-            with torch.no_grad():
-                norms = largest_component_norms(parameters, config.n_tracked)
-                error = normalized_reconstruction_error(model.full(), target)
-            history.metrics["norms"].append(norms.tolist())
-            history.metrics["error"].append(float(error))
-            history.metrics["time"].append(time)
-        if converged or step >= config.max_steps:
-            history.status = "converged" if converged else "budget"
-            return history, model
-        for parameter, gradient in zip(parameters, gradients):
-            parameter.grad = gradient
-        opt.step()
-        time += step_size(opt)
-        step += 1
+    time = [0.0]  # the gradient-flow time covered so far
+
+    def tick(opt: torch.optim.Optimizer) -> None:
+        time[0] += step_size(opt)
+
+    options = {"optimizer": optimizer or config.optimizer, "lr": lr or config.lr}
+    history = fit(
+        model,
+        indices,
+        targets,
+        steps=config.max_steps,
+        track=tracked(config, target) | {"time": lambda m: time[0]},
+        progress=False,
+        after_step=tick,
+        **fit_options(config) | options,
+    )
+    return history, model
 
 
 def sharpness(
